@@ -1,0 +1,69 @@
+"""``cityfix services up|down|status``: the local Mosquitto, Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli import services
+from core.errors import CityfixError
+
+_console = Console()
+_Only = Annotated[
+    list[str] | None,
+    typer.Option("--only", help="Limit to these services (postgres, mosquitto, kafka)."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``services`` group."""
+    from cli.main import settings_of
+
+    group = typer.Typer(help="Run the local servers cityfix needs (on 127.0.0.1).")
+    app.add_typer(group, name="services")
+
+    @group.command("up")
+    def up(ctx: typer.Context, only: _Only = None) -> None:
+        """Install what is missing, start what is not running, wait until each answers."""
+        settings = settings_of(ctx)
+        try:
+            for name, what in services.up(settings, only).items():
+                _console.print(f"{name}: {what}")
+        except CityfixError as exc:
+            _console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        _print_status(settings)
+
+    @group.command("down")
+    def down(ctx: typer.Context, only: _Only = None) -> None:
+        """Stop the servers by pid."""
+        services.down(settings_of(ctx), only)
+        _console.print("services stopped")
+
+    @group.command("status")
+    def status(ctx: typer.Context) -> None:
+        """Show each server's state, address and memory; exit 1 unless all answer."""
+        if not _print_status(settings_of(ctx)):
+            raise typer.Exit(1)
+
+
+def _print_status(settings: object) -> bool:
+    from core.settings import Settings
+
+    assert isinstance(settings, Settings)
+    table = Table("service", "state", "pid", "address", "rss MB", "notes")
+    states = services.status(settings)
+    for st in states:
+        table.add_row(
+            st.name,
+            "[green]up[/green]" if st.running else "[red]down[/red]",
+            str(st.pid or "-"),
+            st.address,
+            f"{st.rss_mb:.0f}" if st.rss_mb else "-",
+            st.detail,
+        )
+    _console.print(table)
+    return all(st.running for st in states)
