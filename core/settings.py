@@ -79,7 +79,6 @@ class GeoSettings(BaseModel):
 class StreamsSettings(BaseModel):
     """Faust worker: dedup windows, scoring, lifecycle."""
 
-    app_id: str = "cityfix-streams"
     data_dir: Path = Path(".services/streams")
     web_port: int = Field(6066, ge=1, le=65535)
     cell_size_m: float = Field(250.0, gt=0)

@@ -1,0 +1,49 @@
+"""The one Faust app of cityfix.
+
+Agents live in task-named modules of this package and are found by autodiscovery
+(``autodiscover=True`` scans ``streams``). The app object exists at import time, as Faust
+requires, but holds no configuration until ``configure(settings)`` is called by the CLI
+(or a test) before the worker starts: no module reads the environment at import.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from core.settings import Settings
+
+# The id names the consumer group and the changelog topics; it is part of the deployment.
+app = faust.App(
+    "cityfix-streams",
+    autodiscover=True,
+    origin="streams",
+)
+
+_settings: Settings | None = None
+
+
+def configure(settings: Settings) -> faust.App:
+    """Point the app at the configured Kafka and data directory."""
+    global _settings  # noqa: PLW0603 - the Faust app is a process-wide singleton
+    _settings = settings
+    conf: dict[str, Any] = {
+        "broker": f"kafka://{settings.kafka.bootstrap}",
+        "datadir": str(settings.streams.data_dir),
+        "web_port": settings.streams.web_port,
+        "web_host": "127.0.0.1",
+        "producer_acks": -1,
+        "topic_partitions": settings.kafka.default_partitions,
+        "topic_replication_factor": 1,
+        "table_standby_replicas": 0,
+    }
+    app.config_from_object(conf)
+    return app
+
+
+def settings() -> Settings:
+    """The settings ``configure`` was given (agents read their thresholds here)."""
+    if _settings is None:
+        raise RuntimeError("streams.app.configure(settings) was not called")
+    return _settings
