@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli import services
+from cli import mosquitto, services
 from core.errors import CityfixError
 
 _console = Console()
@@ -36,6 +37,28 @@ def register(app: typer.Typer) -> None:
             _console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from exc
         _print_status(settings)
+
+    @group.command("install")
+    def install(
+        browser: Annotated[bool, typer.Option(help="Also Chromium, for browser tests.")] = True,
+    ) -> None:
+        """Install missing system packages (Debian) without starting anything."""
+        needs = ["mosquitto", "postgres", "java", "maven"] + (["chromium"] if browser else [])
+        services.ensure_packages(*needs)
+        _console.print("system packages present: " + ", ".join(needs))
+
+    @group.command("mqtt-config")
+    def mqtt_config(ctx: typer.Context) -> None:
+        """Write Mosquitto's password file and ACL for the service identity (no broker start)."""
+        settings = settings_of(ctx)
+        mosquitto.ensure_service_identity(settings)
+        _console.print(f"wrote {mosquitto.passwd_path(settings)} and {mosquitto.acl_path(settings)}")
+
+    @group.command("topics")
+    def topics(ctx: typer.Context) -> None:
+        """Create the Kafka topics of cityfix on a running broker."""
+        created = asyncio.run(services.Kafka(settings_of(ctx)).create_topics())
+        _console.print("created: " + (", ".join(created) or "nothing, all existed"))
 
     @group.command("down")
     def down(ctx: typer.Context, only: _Only = None) -> None:

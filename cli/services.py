@@ -333,7 +333,8 @@ class Kafka:
         finally:
             await admin.close()
 
-    async def _create_topics(self) -> list[str]:
+    async def create_topics(self) -> list[str]:
+        """Create the topics of ``core.topics`` that do not exist yet."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.s.kafka.bootstrap)
         await admin.start()
         created: list[str] = []
@@ -357,7 +358,7 @@ class Kafka:
         """Start the broker unless it already runs; create the topics."""
         pid = _read_pid(self.pidfile)
         if _pid_alive(pid) and self._answers():
-            asyncio.run(self._create_topics())
+            asyncio.run(self.create_topics())
             return "already running"
         self._fetch_jars()
         self._configure()
@@ -380,7 +381,7 @@ class Kafka:
         )
         self.pidfile.write_text(str(proc.pid))
         _wait(lambda: proc.poll() is None and self._answers(), "kafka", 90)
-        created = asyncio.run(self._create_topics())
+        created = asyncio.run(self.create_topics())
         log.info("kafka topics created: %s", ", ".join(created) or "none (all existed)")
         return "started"
 

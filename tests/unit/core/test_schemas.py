@@ -1,0 +1,75 @@
+"""The wire format v1 accepts good messages and names the field of a bad one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.errors import InvalidMessage
+from core.schemas import (
+    CitizenReport,
+    CrewPosition,
+    CrewStatus,
+    DeviceStatus,
+    SensorAlert,
+    Telemetry,
+    dumps,
+    parse,
+)
+from tests import factories as f
+
+GOOD = [
+    (CitizenReport, f.report),
+    (SensorAlert, f.alert),
+    (Telemetry, f.telemetry),
+    (DeviceStatus, f.device_status),
+    (CrewPosition, f.crew_position),
+    (CrewStatus, f.crew_status),
+]
+
+
+@pytest.mark.parametrize(("model", "make"), GOOD, ids=lambda x: getattr(x, "__name__", ""))
+def test_good_messages_parse_and_round_trip(model, make):
+    doc = make()
+    msg = parse(model, json.dumps(doc).encode())
+    again = parse(model, dumps(msg))
+    assert again == msg
+    assert json.loads(dumps(msg))["v"] == 1
+
+
+BAD = [
+    ("report_id missing", CitizenReport, f.report(report_id=None), "report_id"),
+    ("unknown category", CitizenReport, f.report(category="alien_landing"), "category"),
+    ("latitude out of range", CitizenReport, f.report(lat=91.0), "lat"),
+    ("longitude out of range", CitizenReport, f.report(lon=-180.5), "lon"),
+    ("naive time", CitizenReport, f.report(reported_at="2026-01-01T10:00:00"), "reported_at"),
+    ("lat as text", CitizenReport, f.report(lat="north"), "lat"),
+    ("description too long", CitizenReport, f.report(description="x" * 4001), "description"),
+    ("not a url", CitizenReport, f.report(media_url="javascript:alert(1)"), "media_url"),
+    ("unknown field", CitizenReport, {**f.report(), "colour": "red"}, "colour"),
+    ("wrong version", CitizenReport, f.report(v=2), "v"),
+    ("unknown alert kind", SensorAlert, f.alert(kind="ufo"), "kind"),
+    ("value not finite", SensorAlert, f.alert(value=float("nan")), "value"),
+    ("device id with slash", SensorAlert, f.alert(device_id="a/b"), "device_id"),
+    ("metric not a number", Telemetry, f.telemetry(metrics={"t": "hot"}), "metrics.t"),
+    ("online not bool", DeviceStatus, f.device_status(online="maybe"), "online"),
+    ("unknown crew status", CrewStatus, f.crew_status(status="napping"), "status"),
+    ("heading out of range", CrewPosition, f.crew_position(heading_deg=400), "heading_deg"),
+]
+
+
+@pytest.mark.parametrize(("why", "model", "doc", "field"), BAD, ids=[b[0] for b in BAD])
+def test_bad_messages_name_the_field(why, model, doc, field):
+    payload = json.dumps(doc, allow_nan=True).encode()
+    with pytest.raises(InvalidMessage) as err:
+        parse(model, payload)
+    assert err.value.field == field, why
+    assert field in str(err.value)
+
+
+def test_malformed_json_and_non_objects_are_payload_errors():
+    for payload in (b"{not json", b"[1, 2]", b"\xff\xfe"):
+        with pytest.raises(InvalidMessage) as err:
+            parse(CitizenReport, payload)
+        assert err.value.field == "payload"
