@@ -52,7 +52,8 @@ def register(app: typer.Typer) -> None:
         """Write Mosquitto's password file and ACL for the service identity (no broker start)."""
         settings = settings_of(ctx)
         mosquitto.ensure_service_identity(settings)
-        _console.print(f"wrote {mosquitto.passwd_path(settings)} and {mosquitto.acl_path(settings)}")
+        passwd, acl = mosquitto.passwd_path(settings), mosquitto.acl_path(settings)
+        _console.print(f"wrote {passwd} and {acl}")
 
     @group.command("topics")
     def topics(ctx: typer.Context) -> None:

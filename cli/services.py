@@ -148,7 +148,7 @@ def _wait(check: object, what: str, timeout_s: float) -> None:
     try:
         _poll(check, deadline)
         return
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         last = exc
     finally:
         quiet.setLevel(level)
@@ -161,7 +161,7 @@ def _poll(check: object, deadline: float) -> None:
         try:
             if check():  # type: ignore[operator]
                 return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:
             last = exc
         time.sleep(0.5)
     raise TimeoutError(str(last))
@@ -484,11 +484,12 @@ class Postgres:
     def _bootstrap(self) -> None:
         user, db = self.s.pg.user, self.s.pg.database
         pw = self.s.pg.password.get_secret_value().replace("'", "''")
-        if not self._superuser_sql(f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'"):
+        # user and db are validated identifiers (PostgresSettings patterns).
+        if not self._superuser_sql(f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'"):  # noqa: S608
             self._superuser_sql(f'CREATE ROLE "{user}" LOGIN CREATEDB PASSWORD \'{pw}\'')
         else:
             self._superuser_sql(f'ALTER ROLE "{user}" LOGIN CREATEDB PASSWORD \'{pw}\'')
-        if not self._superuser_sql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'"):
+        if not self._superuser_sql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'"):  # noqa: S608
             self._superuser_sql(f'CREATE DATABASE "{db}" OWNER "{user}"')
         if self.timescaledb_available():
             # Installed into template1 too, so databases made by tests have it.

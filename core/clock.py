@@ -24,7 +24,7 @@ class Clock:
     def time(self) -> float:
         """Seconds since the Unix epoch in simulated time."""
         wall = time.time()
-        if self.wall_epoch_s is None or self.factor == 1.0 and self.sim_epoch_s is None:
+        if self.wall_epoch_s is None or (self.factor == 1.0 and self.sim_epoch_s is None):
             return wall
         sim_epoch = self.sim_epoch_s if self.sim_epoch_s is not None else self.wall_epoch_s
         return sim_epoch + (wall - self.wall_epoch_s) * self.factor

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.clock import Clock
 from core.errors import ConfigError
 
-_DEV_SECRET_PREFIX = "dev-"
+_DEV_SECRET_PREFIX = "dev-"  # noqa: S105 - a marker, not a secret
 
 
 class MqttSettings(BaseModel):
@@ -52,9 +52,10 @@ class PostgresSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(5432, ge=1, le=65535)
-    user: str = "cityfix"
+    # Plain SQL identifiers: the runner creates them with superuser SQL.
+    user: str = Field("cityfix", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     password: SecretStr = SecretStr("dev-db-secret")
-    database: str = "cityfix"
+    database: str = Field("cityfix", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     @property
     def dsn(self) -> str:
@@ -163,7 +164,9 @@ class Settings(BaseSettings):
             "pg.password": self.pg.password,
             "api.secret_key": self.api.secret_key,
         }
-        weak = [k for k, v in secrets.items() if v.get_secret_value().startswith(_DEV_SECRET_PREFIX)]
+        weak = [
+            k for k, v in secrets.items() if v.get_secret_value().startswith(_DEV_SECRET_PREFIX)
+        ]
         if weak:
             raise ConfigError(
                 f"env={self.env} needs real secrets; still at development defaults: "

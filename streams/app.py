@@ -26,7 +26,7 @@ _settings: Settings | None = None
 
 def configure(settings: Settings) -> faust.App:
     """Point the app at the configured Kafka and data directory."""
-    global _settings  # noqa: PLW0603 - the Faust app is a process-wide singleton
+    global _settings
     _settings = settings
     conf: dict[str, Any] = {
         "broker": f"kafka://{settings.kafka.bootstrap}",

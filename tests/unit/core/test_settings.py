@@ -17,7 +17,7 @@ def test_environment_overrides_nested_sections(monkeypatch):
 
 def test_default_secrets_are_refused_in_production(monkeypatch):
     monkeypatch.setenv("CITYFIX_ENV", "production")
-    with pytest.raises(ConfigError, match="api.secret_key"):
+    with pytest.raises(ConfigError, match=r"api\.secret_key"):
         Settings()
 
 
