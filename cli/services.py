@@ -121,15 +121,22 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _rss_mb(pid: int | None) -> float | None:
+    """Resident memory of a server: the process plus its direct children (PostgreSQL)."""
     if not _pid_alive(pid):
         return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        return None
-    return None
+    total_kb = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = dict(
+                line.split(":", 1) for line in (proc / "status").read_text().splitlines()
+            )
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+        if proc.name == str(pid) or fields.get("PPid", "").strip() == str(pid):
+            total_kb += int(fields.get("VmRSS", "0 kB").split()[0])
+    return total_kb / 1024
 
 
 def _port_open(host: str, port: int) -> bool:
