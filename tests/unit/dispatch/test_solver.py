@@ -1,0 +1,187 @@
+"""The OR-Tools model: optimal on tiny instances, hard rules always hold."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+from core.errors import ConfigError
+from dispatch.model import Crew, Job, TimeWindow, UnassignedKind, jobs_moved
+from dispatch.solver import solve
+from tests.unit.dispatch.factories import DAY, brute_force, fast_settings, problem
+
+
+def _random_tiny(seed: int):
+    rng = random.Random(seed)
+    n_jobs = rng.randint(3, 5)
+    n_crews = rng.randint(1, 2)
+    points = [(rng.uniform(0, 1000), rng.uniform(0, 1000)) for _ in range(n_jobs + n_crews)]
+    skills = ["asphalt", "electric"]
+    jobs = []
+    for i in range(n_jobs):
+        window = ()
+        if rng.random() < 0.3:
+            start = rng.randint(0, 2000)
+            window = (TimeWindow(start, start + rng.randint(300, 1500)),)
+        jobs.append(
+            Job(
+                f"j{i}",
+                location=i,
+                service_s=rng.choice([0, 120, 300]),
+                skills=frozenset(rng.sample(skills, rng.randint(0, 1))),
+                materials={"asphalt": rng.randint(0, 2)},
+                priority=rng.randint(0, 100),
+                deadline_s=rng.choice([None, rng.randint(300, 3000)]),
+                windows=window,
+            )
+        )
+    crews = [
+        Crew(
+            f"c{v}",
+            start=n_jobs + v,
+            shift=TimeWindow(0, rng.randint(1500, 4000)),
+            skills=frozenset(rng.sample(skills, rng.randint(1, 2))),
+            capacity={"asphalt": rng.randint(1, 4)},
+            heading_to=rng.choice([None, f"j{rng.randrange(n_jobs)}"]) if v == 0 else None,
+        )
+        for v in range(n_crews)
+    ]
+    return problem(points, jobs, crews)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_finds_the_brute_force_optimum_on_tiny_instances(seed):
+    settings = fast_settings(time_limit_s=0.4)
+    p = _random_tiny(seed)
+    plan = solve(p, settings)
+    assert plan.objective == brute_force(p, settings), plan
+
+
+def test_too_few_crews_leave_the_lowest_priorities_out():
+    # One crew, a 1-hour shift, six 15-minute jobs next to each other: four fit.
+    points = [(0, 0)] + [(10 * i, 0) for i in range(1, 7)]
+    prios = [5, 90, 40, 70, 10, 60]
+    jobs = [Job(f"j{i}", i + 1, service_s=900, priority=p) for i, p in enumerate(prios)]
+    crews = [Crew("c", 0, TimeWindow(0, 3700))]
+    plan = solve(problem(points, jobs, crews), fast_settings())
+    assert plan.unassigned_ids() == {"j0", "j4"}
+    assert all(u.reason == "dropped: lower priority than the jobs kept" for u in plan.unassigned)
+
+
+def test_reasons_for_skill_shift_and_capacity():
+    points = [(0, 0), (10, 0), (50_000, 0), (20, 0), (30, 0)]
+    jobs = [
+        Job("needs-crane", 1, skills={"crane"}),
+        Job("too-far", 2),
+        Job("needs-lamps", 3, materials={"lamp": 1}),
+        Job("ok", 4),
+    ]
+    crews = [Crew("c", 0, TimeWindow(0, 3600), skills={"asphalt"}, capacity={"asphalt": 5})]
+    plan = solve(problem(points, jobs, crews), fast_settings())
+    reasons = {u.job_id: (u.kind, u.reason) for u in plan.unassigned}
+    assert reasons == {
+        "needs-crane": (UnassignedKind.SKILL, "no crew with skill crane"),
+        "too-far": (UnassignedKind.SHIFT, "no crew shift covers it"),
+        "needs-lamps": (UnassignedKind.CAPACITY, "capacity"),
+    }
+    assert plan.route_of("c").job_ids == ("ok",)
+
+
+def test_capacity_is_respected():
+    points = [(0, 0)] + [(10 * i, 5) for i in range(1, 5)]
+    jobs = [Job(f"j{i}", i + 1, materials={"asphalt": 1}, priority=10 * i) for i in range(4)]
+    crews = [Crew("c", 0, DAY, capacity={"asphalt": 2})]
+    plan = solve(problem(points, jobs, crews), fast_settings())
+    route = plan.route_of("c")
+    assert set(route.job_ids) == {"j2", "j3"}
+    assert route.load == {"asphalt": 2}
+    assert {u.kind for u in plan.unassigned} == {UnassignedKind.CAPACITY}
+
+
+def test_pinned_job_is_the_first_stop_even_when_far_and_unimportant():
+    points = [(0, 0), (5000, 0), (10, 0), (20, 0)]
+    jobs = [
+        Job("far", 1, service_s=600, priority=0),
+        Job("a", 2, priority=90),
+        Job("b", 3, priority=90),
+    ]
+    crews = [Crew("c", 0, DAY, pinned_job="far"), Crew("d", 0, DAY)]
+    plan = solve(problem(points, jobs, crews), fast_settings())
+    route = plan.route_of("c")
+    assert route.stops[0].job_id == "far" and route.stops[0].pinned
+    assert route.stops[0].end_s == 5000 + 600
+
+
+def test_shift_end_is_never_exceeded():
+    points = [(0, 0), (1000, 0), (2000, 0), (3000, 0)]
+    jobs = [Job(f"j{i}", i + 1, service_s=500, priority=100) for i in range(3)]
+    crews = [Crew("c", 0, TimeWindow(0, 3000), end=0)]
+    plan = solve(problem(points, jobs, crews), fast_settings())
+    route = plan.route_of("c")
+    assert route.end_s <= 3000
+    assert route.job_ids == (
+        "j0",
+    )  # 1000 there, 500 work, 1000 back; a second job breaks the shift
+
+
+def _en_route(b_distance: int, a_distance: int = 300):
+    # Crew A drives to J (a_distance away); crew B is idle b_distance away from J.
+    points = [(0, 0), (a_distance, 0), (0, b_distance)]
+    jobs = [Job("J", 0, service_s=300, priority=50)]
+    crews = [Crew("A", 1, DAY, heading_to="J"), Crew("B", 2, DAY)]
+    return problem(points, jobs, crews)
+
+
+def test_reshuffle_penalty_keeps_an_en_route_crew_on_its_job():
+    settings = fast_settings(reshuffle_penalty_s=600)
+    plan = solve(_en_route(b_distance=250), settings)  # B is 50 s closer: not worth a change
+    assert plan.crew_of("J") == "A"
+
+
+def test_a_much_better_alternative_does_move_the_job():
+    settings = fast_settings(reshuffle_penalty_s=600)
+    kept = solve(_en_route(b_distance=250), settings)
+    p = _en_route(b_distance=10, a_distance=2000)  # saves 1990 s > the 600 s penalty
+    moved = solve(p, settings)
+    assert moved.crew_of("J") == "B"
+    assert jobs_moved(kept, moved) == {"J"}
+
+
+def test_without_the_penalty_the_nearest_crew_wins():
+    plan = solve(_en_route(b_distance=250), fast_settings(reshuffle_penalty_s=0))
+    assert plan.crew_of("J") == "B"
+
+
+def test_warm_start_from_the_previous_plan():
+    p = _random_tiny(3)
+    settings = fast_settings(time_limit_s=0.3)
+    first = solve(p, settings)
+    again = solve(p, settings, previous=first)
+    assert again.warm_started
+    assert again.objective <= first.objective
+
+
+def test_warm_start_with_stale_routes_falls_back():
+    p = _random_tiny(4)
+    first = solve(p, fast_settings())
+    fewer = type(p)(p.jobs[:2], p.crews, p.durations)
+    plan = solve(fewer, fast_settings(), previous=first)
+    assert set(plan.assignments()) | plan.unassigned_ids() == {"j0", "j1"}
+
+
+def test_unknown_strategy_is_a_config_error():
+    with pytest.raises(ConfigError, match="first-solution"):
+        solve(_random_tiny(1), fast_settings(first_solution="FASTEST_PLEASE"))
+
+
+def test_problem_and_plan_survive_pickling_and_a_worker_process():
+    p = _random_tiny(5)
+    settings = fast_settings(time_limit_s=0.2)
+    assert pickle.loads(pickle.dumps(p)) == p
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        plan = pool.submit(solve, p, settings).result(timeout=60)
+    assert pickle.loads(pickle.dumps(plan)) == plan
+    assert set(plan.assignments()) | plan.unassigned_ids() == {j.id for j in p.jobs}

@@ -1,0 +1,123 @@
+"""Hard rules hold on random small instances, for the solver and the greedy baseline."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dispatch.baseline import greedy
+from dispatch.model import Crew, Job, Plan, Problem, TimeWindow
+from dispatch.solver import solve
+from tests.unit.dispatch.factories import fast_settings, matrix
+
+SKILLS = ["asphalt", "electric", "water"]
+
+
+@st.composite
+def problems(draw):
+    n_jobs = draw(st.integers(1, 7))
+    n_crews = draw(st.integers(1, 3))
+    coords = st.tuples(st.integers(0, 2000), st.integers(0, 2000))
+    points = draw(st.lists(coords, min_size=n_jobs + n_crews, max_size=n_jobs + n_crews))
+    jobs = []
+    for i in range(n_jobs):
+        windows = ()
+        if draw(st.booleans()):
+            start = draw(st.integers(0, 4000))
+            windows = (TimeWindow(start, start + draw(st.integers(0, 2000))),)
+        jobs.append(
+            Job(
+                f"j{i}",
+                location=i,
+                service_s=draw(st.integers(0, 900)),
+                skills=frozenset(draw(st.lists(st.sampled_from(SKILLS), max_size=2))),
+                materials={"asphalt": draw(st.integers(0, 2))},
+                priority=draw(st.integers(0, 100)),
+                deadline_s=draw(st.none() | st.integers(0, 5000)),
+                windows=windows,
+            )
+        )
+    crews = []
+    pinned_taken: set[str] = set()
+    for v in range(n_crews):
+        start = draw(st.integers(0, 1000))
+        skills = frozenset(draw(st.lists(st.sampled_from(SKILLS), min_size=1, max_size=3)))
+        location = n_jobs + v
+        pinned = None
+        pin = draw(st.none() | st.integers(0, n_jobs - 1))
+        if pin is not None and f"j{pin}" not in pinned_taken and jobs[pin].skills <= skills:
+            pinned = f"j{pin}"
+            pinned_taken.add(pinned)
+            location = jobs[pin].location  # on site
+        heading = draw(st.none() | st.integers(0, n_jobs - 1))
+        crews.append(
+            Crew(
+                f"c{v}",
+                start=location,
+                shift=TimeWindow(start, start + draw(st.integers(600, 6000))),
+                skills=skills,
+                capacity={"asphalt": draw(st.integers(0, 4))},
+                end=draw(st.none() | st.just(n_jobs + v)),
+                pinned_job=pinned,
+                heading_to=None if heading is None else f"j{heading}",
+            )
+        )
+    return Problem.build(jobs, crews, matrix(points))
+
+
+def check_hard_rules(problem: Problem, plan: Plan) -> None:
+    seen = [s.job_id for r in plan.routes for s in r.stops] + [u.job_id for u in plan.unassigned]
+    assert sorted(seen) == sorted(j.id for j in problem.jobs), "every job exactly once"
+    assert [r.crew_id for r in plan.routes] == [c.id for c in problem.crews]
+    for route in plan.routes:
+        crew = problem.crew(route.crew_id)
+        free = [s for s in route.stops if not s.pinned]
+        if crew.pinned_job is not None:
+            assert route.stops[0].job_id == crew.pinned_job and route.stops[0].pinned
+        assert len(free) == len(route.stops) - (crew.pinned_job is not None)
+        t = crew.shift.start_s
+        here = crew.start
+        for stop in route.stops:
+            job = problem.job(stop.job_id)
+            assert job.skills <= crew.skills, "skills"
+            assert stop.arrival_s == t + problem.travel_s(here, job.location), "ETA"
+            assert stop.start_s >= stop.arrival_s
+            if job.windows and not stop.pinned:
+                assert any(w.contains(stop.start_s) for w in job.windows), "job window"
+            assert stop.end_s == stop.start_s + job.service_s
+            t, here = stop.end_s, job.location
+        if free:
+            assert route.end_s <= max(
+                crew.shift.end_s, route.stops[0].end_s if crew.pinned_job else 0
+            )
+            assert route.end_s <= crew.shift.end_s or crew.pinned_job is not None
+            assert free[-1].end_s <= crew.shift.end_s, "shift end"
+        # A pinned job's material is already in use; the rest must fit what is left.
+        left = dict(crew.capacity)
+        if crew.pinned_job is not None:
+            for material, amount in problem.job(crew.pinned_job).materials.items():
+                left[material] = max(0, left.get(material, 0) - amount)
+        for material in {m for s in free for m in problem.job(s.job_id).materials}:
+            used = sum(problem.job(s.job_id).materials.get(material, 0) for s in free)
+            assert used <= left.get(material, 0), "capacity"
+
+
+FAST = fast_settings(time_limit_s=0.1, metaheuristic="GREEDY_DESCENT")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_solver_never_breaks_a_hard_rule(problem):
+    check_hard_rules(problem, solve(problem, FAST))
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems())
+def test_baseline_never_breaks_a_hard_rule(problem):
+    check_hard_rules(problem, greedy(problem, FAST))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_solver_is_no_worse_than_the_baseline(problem):
+    assert solve(problem, FAST).objective <= greedy(problem, FAST).objective
