@@ -1,0 +1,293 @@
+"""The web map: the built bundle at ``/`` and ``/report``, and the road layer as vector tiles.
+
+The base map is the city's own road network (``geo.load_city``), never internet tiles.
+It is served as Mapbox Vector Tiles at ``/tiles/roads/{z}/{x}/{y}.pbf``, one layer
+``roads`` whose features carry a ``class`` (``motorway``, ``primary``, ..., ``minor``):
+
+- a tile only holds the classes that matter at its zoom (``_MIN_ZOOM``), so a zoomed-out
+  view of a large city stays small;
+- lines are clipped to the tile (plus a buffer, so strokes join across tile edges),
+  simplified by about half a screen pixel, and merged per class into one feature;
+- tiles are built on first request and kept in memory (``RoadTiler``); the road index
+  is built in the background when the router is created, so the first map is quick.
+
+``/report/submit`` lets the citizen page post to Open311 without shipping an API key to
+browsers: the server adds the key of the ``web-citizen`` client. The bundle itself is built
+with npm into ``api/static/dist`` at set-up (``make web``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mapbox_vector_tile
+import numpy as np
+import shapely
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from core.settings import Settings
+from geo import RoadGraph, load_city
+
+_log = logging.getLogger(__name__)
+
+DIST_DIR = Path(__file__).resolve().parent / "static" / "dist"
+TILE_EXTENT = 4096
+#: Tiles are drawn 512 px wide by MapLibre; a buffer of 16 px joins strokes across edges.
+_TILE_PX = 512
+_BUFFER = TILE_EXTENT * 16 // _TILE_PX
+MIN_ZOOM = 8
+#: Tiles at this zoom hold every road unsimplified beyond rounding; the map overzooms them.
+MAX_ZOOM = 16
+_CACHE_TILES = 4096
+
+#: Drawing class of each OSM highway value, and the zoom from which the class is drawn.
+_CLASS_OF = {
+    "motorway": "motorway",
+    "trunk": "motorway",
+    "motorway_link": "link",
+    "trunk_link": "link",
+    "primary": "primary",
+    "primary_link": "link",
+    "secondary": "secondary",
+    "secondary_link": "link",
+    "tertiary": "tertiary",
+    "tertiary_link": "link",
+}
+_MIN_ZOOM = {
+    "motorway": 0,
+    "primary": 9,
+    "secondary": 11,
+    "tertiary": 12,
+    "link": 13,
+    "minor": 14,
+}
+CLASSES = tuple(_MIN_ZOOM)
+
+
+def road_class(highway: str) -> str:
+    """The drawing class of an OSM highway value (``"primary"``, ``"minor"``, ...).
+
+    Values like ``"unclassified;tertiary"`` take the most important class they name.
+    """
+    classes = [_CLASS_OF.get(h.strip(), "minor") for h in highway.split(";")]
+    return min(classes, key=CLASSES.index)
+
+
+def lonlat_to_unit(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Web-Mercator coordinates scaled to the unit square (x east, y south)."""
+    lat = np.clip(lat, -85.05112878, 85.05112878)
+    x = (lon + 180.0) / 360.0
+    s = np.sin(np.radians(lat))
+    y = 0.5 - np.log((1 + s) / (1 - s)) / (4 * math.pi)
+    return x, y
+
+
+class RoadTiler:
+    """Mapbox Vector Tiles of one road graph, built on demand and cached in memory."""
+
+    def __init__(self, graph: RoadGraph, *, cache_tiles: int = _CACHE_TILES) -> None:
+        t0 = time.perf_counter()
+        lines = graph.road_lines()
+        self.name = graph.name
+        self.bounds = graph.bounds
+        counts = np.array([len(c) for c in lines.coordinates], dtype=np.int64)
+        coords = np.concatenate(lines.coordinates) if len(counts) else np.zeros((0, 2), dtype=float)
+        ux, uy = lonlat_to_unit(coords[:, 0], coords[:, 1])
+        self._lines = shapely.linestrings(
+            np.column_stack([ux, uy]), indices=np.repeat(np.arange(len(counts)), counts)
+        )
+        classes = [road_class(h) for h in lines.highway]
+        self._class = np.array([CLASSES.index(c) for c in classes], dtype=np.int8)
+        self._min_zoom = np.array([_MIN_ZOOM[c] for c in classes], dtype=np.int8)
+        self._tree = shapely.STRtree(self._lines)
+        self._cache: OrderedDict[tuple[int, int, int], bytes] = OrderedDict()
+        self._cache_tiles = cache_tiles
+        self._lock = threading.Lock()
+        _log.info(
+            "road tiles ready",
+            extra={
+                "city": graph.name,
+                "lines": len(counts),
+                "build_ms": round((time.perf_counter() - t0) * 1000, 1),
+            },
+        )
+
+    def tilejson(self, tiles_url: str) -> dict[str, Any]:
+        """TileJSON 3.0 describing the road tiles (``tiles_url`` with ``{z}/{x}/{y}``)."""
+        w, s, e, n = self.bounds
+        return {
+            "tilejson": "3.0.0",
+            "name": f"{self.name} roads",
+            "attribution": "© OpenStreetMap contributors, ODbL 1.0",
+            "tiles": [tiles_url],
+            "minzoom": MIN_ZOOM,
+            "maxzoom": MAX_ZOOM,
+            "bounds": [w, s, e, n],
+            "center": [(w + e) / 2, (s + n) / 2, 13],
+            "vector_layers": [{"id": "roads", "fields": {"class": "String"}}],
+        }
+
+    def tile(self, z: int, x: int, y: int) -> bytes:
+        """The encoded tile ``z/x/y`` (empty bytes where no road is drawn)."""
+        key = (z, x, y)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        data = self._build(z, x, y)
+        with self._lock:
+            self._cache[key] = data
+            while len(self._cache) > self._cache_tiles:
+                self._cache.popitem(last=False)
+        return data
+
+    def _build(self, z: int, x: int, y: int) -> bytes:
+        n = 1 << z
+        if not (0 <= x < n and 0 <= y < n):
+            return b""
+        pad = _BUFFER / TILE_EXTENT
+        box = shapely.box((x - pad) / n, (y - pad) / n, (x + 1 + pad) / n, (y + 1 + pad) / n)
+        hits = self._tree.query(box)
+        hits = hits[self._min_zoom[hits] <= z]
+        if not len(hits):
+            return b""
+        scale = n * TILE_EXTENT
+        lines = shapely.transform(
+            self._lines[hits], lambda c: c * scale - np.array([x, y]) * TILE_EXTENT
+        )
+        lines = shapely.clip_by_rect(
+            lines, -_BUFFER, -_BUFFER, TILE_EXTENT + _BUFFER, TILE_EXTENT + _BUFFER
+        )
+        if z < MAX_ZOOM:
+            # About half a screen pixel: invisible, and it halves the bytes of a busy tile.
+            lines = shapely.simplify(lines, TILE_EXTENT / _TILE_PX / 2, preserve_topology=False)
+        keep = ~shapely.is_empty(lines) & (shapely.length(lines) >= 1.0)
+        lines, klass = lines[keep], self._class[hits][keep]
+        features = []
+        for code in np.unique(klass).tolist():
+            parts = shapely.get_parts(lines[klass == code])
+            parts = parts[shapely.get_type_id(parts) == 1]  # clipping can leave points
+            if not len(parts):
+                continue
+            merged = shapely.line_merge(shapely.multilinestrings(parts))
+            features.append({"geometry": merged, "properties": {"class": CLASSES[code]}})
+        if not features:
+            return b""
+        return bytes(
+            mapbox_vector_tile.encode(
+                [{"name": "roads", "features": features}],
+                default_options={"y_coord_down": True, "extents": TILE_EXTENT},
+            )
+        )
+
+
+class _LazyTiler:
+    """Builds the ``RoadTiler`` once, in the background from start-up, and waits for it."""
+
+    def __init__(self, make: Callable[[], RoadTiler]) -> None:
+        self._make = make
+        self._tiler: RoadTiler | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._run, name="road-tiles", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._tiler = self._make()
+        except BaseException as exc:  # surfaced to every tile request
+            _log.exception("road tiles unavailable")
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def get(self) -> RoadTiler:
+        self._done.wait()
+        if self._tiler is None:
+            raise HTTPException(503, f"road network unavailable: {self._error}")
+        return self._tiler
+
+
+_TILE_HEADERS = {"Cache-Control": "public, max-age=86400"}
+_MVT = "application/vnd.mapbox-vector-tile"
+
+
+def _page(name: str) -> Response:
+    path = DIST_DIR / name
+    if not path.is_file():
+        return HTMLResponse(
+            "<!doctype html><title>cityfix</title><h1>The web map is not built</h1>"
+            "<p>Run <code>make web</code> (npm) and reload.</p>",
+            status_code=503,
+        )
+    return FileResponse(path, media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+def build_router(
+    settings: Settings,
+    *,
+    graph: Callable[[], RoadGraph] | None = None,
+    submit: Callable[[Request], Any] | None = None,
+) -> APIRouter:
+    """The web map's routes: pages, bundle assets, road tiles and the report proxy.
+
+    ``graph`` returns the city's road graph (default: ``geo.load_city(settings.geo)``);
+    it is called once, in a background thread. ``submit`` handles ``POST /report/submit``
+    (an async callable taking the request); without it that route is absent.
+    """
+    load = graph or (lambda: load_city(settings.geo))
+    tiler = _LazyTiler(lambda: RoadTiler(load()))
+    router = APIRouter(tags=["web map"])
+
+    @router.get("/", include_in_schema=False)
+    def dispatcher_page() -> Response:
+        return _page("index.html")
+
+    @router.get("/report", include_in_schema=False)
+    def report_page() -> Response:
+        return _page("report.html")
+
+    @router.get("/assets/{name}", include_in_schema=False)
+    def asset(name: str) -> Response:
+        path = (DIST_DIR / "assets" / name).resolve()
+        if path.parent != (DIST_DIR / "assets").resolve() or not path.is_file():
+            raise HTTPException(404, "no such asset")
+        # Vite names assets by content hash, so they never change under one name.
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+    @router.get("/tiles/roads.json", summary="TileJSON of the road layer")
+    def roads_tilejson(request: Request) -> JSONResponse:
+        url = str(request.url_for("road_tile", z="0", x="0", y="0"))
+        url = url.replace("/0/0/0.pbf", "/{z}/{x}/{y}.pbf")
+        return JSONResponse(tiler.get().tilejson(url), headers={"Cache-Control": "no-cache"})
+
+    @router.get(
+        "/tiles/roads/{z}/{x}/{y}.pbf",
+        name="road_tile",
+        summary="One Mapbox Vector Tile of the road network",
+        response_class=Response,
+    )
+    def road_tile(z: int, x: int, y: int) -> Response:
+        if not 0 <= z <= 22:
+            raise HTTPException(404, "zoom out of range")
+        data = tiler.get().tile(z, x, y)
+        if not data:
+            return Response(status_code=204, headers=_TILE_HEADERS)
+        return Response(data, media_type=_MVT, headers=_TILE_HEADERS)
+
+    if submit is not None:
+        router.add_api_route(
+            "/report/submit",
+            submit,
+            methods=["POST"],
+            summary="Submit a citizen report (the server adds the public page's key)",
+        )
+    return router

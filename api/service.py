@@ -1,0 +1,209 @@
+"""The web service's I/O shell: database pool, MQTT publisher, Kafka producer, readiness.
+
+One ``ApiService`` per app, started by the app's lifespan and stopped with it. Every
+connection is opened without blocking start-up: a server that is down makes the calls
+that need it fail with ``ServiceUnavailable`` (503) and ``/readyz`` say which one, and
+the service recovers by itself when the server comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from datetime import datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from psycopg_pool import ConnectionPool, PoolTimeout
+from starlette.concurrency import run_in_threadpool
+
+from api.metrics import Metrics
+from api.ratelimit import RateLimiter
+from core import topics
+from core.clock import Clock
+from core.errors import ServiceUnavailable
+from core.schemas import CitizenReport, Command, dumps
+from core.settings import Settings
+from store import api_queries
+
+log = logging.getLogger(__name__)
+
+
+class MqttPublisher:
+    """A paho-mqtt client on its own network thread, publishing with QoS 1."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        cid = f"cityfix-api-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True
+        )
+        self.client.username_pw_set(
+            settings.mqtt.service_username, settings.mqtt.service_password.get_secret_value()
+        )
+        self.client.max_inflight_messages_set(settings.mqtt.max_inflight)
+        self.client.reconnect_delay_set(1, 10)
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects by itself after a loss."""
+        self.client.connect_async(
+            self.settings.mqtt.host, self.settings.mqtt.port, self.settings.mqtt.keepalive_s
+        )
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect and stop the network thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def connected(self) -> bool:
+        """Whether the broker session is up."""
+        return self.client.is_connected()
+
+    async def publish(self, topic: str, payload: bytes, timeout_s: float) -> None:
+        """Publish with QoS 1 and wait for the broker's PUBACK, or raise ServiceUnavailable."""
+        if not self.client.is_connected():
+            raise ServiceUnavailable("mqtt: not connected to the broker")
+        info = self.client.publish(topic, payload, qos=1)
+        try:
+            await run_in_threadpool(info.wait_for_publish, timeout_s)
+        except (RuntimeError, ValueError) as exc:
+            raise ServiceUnavailable(f"mqtt: publish failed: {exc}") from exc
+        if not info.is_published():
+            raise ServiceUnavailable(f"mqtt: no PUBACK within {timeout_s:g} s")
+
+
+class ApiService:
+    """Everything the routes need that talks to a server."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or settings.make_clock()
+        self.pool = ConnectionPool(
+            settings.pg.dsn,
+            min_size=1,
+            max_size=settings.api.pg_pool_max,
+            open=False,
+            timeout=settings.api.readiness_timeout_s * 2,
+            kwargs={"autocommit": True, "connect_timeout": 3},
+            name="cityfix-api",
+        )
+        self.mqtt = MqttPublisher(settings)
+        self._producer: AIOKafkaProducer | None = None
+        self._producer_lock = asyncio.Lock()
+        self.key_limiter = RateLimiter(settings.api.post_rate_per_min, 60.0)
+        self.address_limiter = RateLimiter(settings.api.post_rate_per_address_per_min, 60.0)
+        self.started_at = self.clock.now()
+        self.metrics = Metrics()
+
+    # --- life --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the pool, connect MQTT and try Kafka (failures are retried on use)."""
+        self.pool.open(wait=False)
+        self.mqtt.start()
+        try:
+            await self.db(api_queries.ensure_api_schema)
+        except ServiceUnavailable as exc:
+            log.warning("database not ready at start: %s", exc)
+        try:
+            await self.producer()
+        except ServiceUnavailable as exc:
+            log.warning("kafka not ready at start: %s", exc)
+
+    async def stop(self) -> None:
+        """Close everything."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        self.mqtt.stop()
+        await run_in_threadpool(self.pool.close)
+
+    # --- database ----------------------------------------------------------------------
+
+    async def db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a store query ``fn(pool, ...)`` off the event loop; 503 when the DB is down."""
+        try:
+            return await run_in_threadpool(fn, self.pool, *args, **kwargs)
+        except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise ServiceUnavailable(f"database: {exc}") from exc
+
+    # --- kafka -------------------------------------------------------------------------
+
+    async def producer(self) -> AIOKafkaProducer:
+        """The started idempotent producer (started on first use if start-up failed)."""
+        if self._producer is not None:
+            return self._producer
+        async with self._producer_lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.settings.kafka.bootstrap,
+                    enable_idempotence=True,
+                    acks="all",
+                    client_id="cityfix-api",
+                    request_timeout_ms=int(self.settings.api.publish_timeout_s * 1000),
+                )
+                try:
+                    await asyncio.wait_for(producer.start(), self.settings.api.publish_timeout_s)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    await producer.stop()
+                    raise ServiceUnavailable(f"kafka: {exc!r}") from exc
+                self._producer = producer
+        return self._producer
+
+    async def send_command(self, command: Command) -> None:
+        """Send a dispatcher action to the ``commands`` topic and wait for the broker's ack."""
+        producer = await self.producer()
+        key = (command.incident_id or command.crew_id or str(command.command_id)).encode()
+        try:
+            await asyncio.wait_for(
+                producer.send_and_wait(topics.COMMANDS, dumps(command), key=key),
+                self.settings.api.publish_timeout_s,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise ServiceUnavailable(f"kafka: {exc!r}") from exc
+
+    # --- mqtt --------------------------------------------------------------------------
+
+    async def publish_report(self, client_id: str, report: CitizenReport) -> None:
+        """Publish a citizen report where the apps publish theirs, and wait for PUBACK."""
+        await self.mqtt.publish(
+            topics.report_topic(client_id), dumps(report), self.settings.api.publish_timeout_s
+        )
+
+    # --- readiness ---------------------------------------------------------------------
+
+    async def readiness(self) -> dict[str, str]:
+        """``ok`` or the reason, for the database, Kafka and MQTT."""
+        timeout = self.settings.api.readiness_timeout_s
+        out: dict[str, str] = {}
+
+        async def database() -> None:
+            await self.db(api_queries.ping)
+
+        async def kafka() -> None:
+            producer = await self.producer()
+            await producer.client.fetch_all_metadata()
+
+        async def broker() -> None:
+            if not self.mqtt.connected():
+                raise ServiceUnavailable("not connected")
+
+        for name, check in (("database", database), ("kafka", kafka), ("mqtt", broker)):
+            try:
+                await asyncio.wait_for(check(), timeout)
+                out[name] = "ok"
+            except TimeoutError:
+                out[name] = f"no answer within {timeout:g} s"
+            except (ServiceUnavailable, KafkaError, OSError) as exc:
+                out[name] = str(exc) or type(exc).__name__
+        return out
+
+    def now(self) -> datetime:
+        """The shared clock's now."""
+        return self.clock.now()

@@ -1,0 +1,124 @@
+// The base map: the city's own road network as vector tiles from the cityfix server,
+// on a plain background. No glyphs, no sprites, nothing fetched from the internet; every
+// icon is drawn on a canvas at start-up (see icons.ts).
+import maplibregl, { type StyleSpecification } from "maplibre-gl";
+import "maplibre-gl/dist/maplibre-gl.css";
+
+export interface RoadTileJSON {
+  tiles: string[];
+  minzoom: number;
+  maxzoom: number;
+  bounds: [number, number, number, number];
+  center: [number, number, number];
+  attribution: string;
+  name: string;
+}
+
+export const ROAD_LAYERS = [
+  "roads-minor",
+  "roads-link",
+  "roads-tertiary",
+  "roads-secondary",
+  "roads-primary",
+  "roads-motorway",
+];
+
+// Widths by zoom for each class: [z10, z14, z18].
+const WIDTHS: Record<string, [number, number, number]> = {
+  minor: [0.3, 1.2, 9],
+  link: [0.4, 1.4, 9],
+  tertiary: [0.6, 2, 12],
+  secondary: [0.8, 2.6, 14],
+  primary: [1, 3.2, 16],
+  motorway: [1.2, 3.6, 18],
+};
+const COLOURS: Record<string, string> = {
+  minor: "#ffffff",
+  link: "#f3f0e6",
+  tertiary: "#ffffff",
+  secondary: "#fbf6df",
+  primary: "#f7ecc8",
+  motorway: "#efd9a6",
+};
+
+function roadLayers(): StyleSpecification["layers"] {
+  const layers: StyleSpecification["layers"] = [];
+  for (const id of ROAD_LAYERS) {
+    const cls = id.slice("roads-".length);
+    const [a, b, c] = WIDTHS[cls];
+    layers.push({
+      id: `${id}-casing`,
+      type: "line",
+      source: "roads",
+      "source-layer": "roads",
+      filter: ["==", ["get", "class"], cls],
+      layout: { "line-cap": "round", "line-join": "round" },
+      paint: {
+        "line-color": "#b9b4a7",
+        "line-width": ["interpolate", ["exponential", 1.6], ["zoom"], 10, a + 0.6, 14, b + 1.2, 18, c + 2],
+      },
+    });
+  }
+  for (const id of ROAD_LAYERS) {
+    const cls = id.slice("roads-".length);
+    const [a, b, c] = WIDTHS[cls];
+    layers.push({
+      id,
+      type: "line",
+      source: "roads",
+      "source-layer": "roads",
+      filter: ["==", ["get", "class"], cls],
+      layout: { "line-cap": "round", "line-join": "round" },
+      paint: {
+        "line-color": COLOURS[cls],
+        "line-width": ["interpolate", ["exponential", 1.6], ["zoom"], 10, a, 14, b, 18, c],
+      },
+    });
+  }
+  return layers;
+}
+
+/** Fetch the road TileJSON and open a MapLibre map on it. */
+export async function openMap(container: string): Promise<{ map: maplibregl.Map; roads: RoadTileJSON }> {
+  const res = await fetch("/tiles/roads.json");
+  if (!res.ok) throw new Error(`road tiles unavailable (${res.status})`);
+  const roads = (await res.json()) as RoadTileJSON;
+  const [w, s, e, n] = roads.bounds;
+  const padX = (e - w) * 0.5;
+  const padY = (n - s) * 0.5;
+  const style: StyleSpecification = {
+    version: 8,
+    name: "cityfix roads",
+    sources: {
+      roads: {
+        type: "vector",
+        tiles: roads.tiles.map((t) => new URL(t, location.href).href),
+        minzoom: roads.minzoom,
+        maxzoom: roads.maxzoom,
+        bounds: roads.bounds,
+        attribution: roads.attribution,
+      },
+    },
+    layers: [
+      { id: "background", type: "background", paint: { "background-color": "#e9e6df" } },
+      ...roadLayers(),
+    ],
+  };
+  const map = new maplibregl.Map({
+    container,
+    style,
+    bounds: [w, s, e, n],
+    fitBoundsOptions: { padding: 20 },
+    maxBounds: [w - padX, s - padY, e + padX, n + padY],
+    minZoom: roads.minzoom,
+    maxZoom: 19,
+    attributionControl: { compact: true },
+    dragRotate: false,
+    pitchWithRotate: false,
+  });
+  map.touchZoomRotate.disableRotation();
+  map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-right");
+  map.addControl(new maplibregl.ScaleControl({ unit: "metric" }), "bottom-left");
+  await new Promise<void>((ok) => map.once("load", () => ok()));
+  return { map, roads };
+}

@@ -1,0 +1,824 @@
+// The dispatcher's live map: incidents, crews and their plans, a list beside the map,
+// an incident panel with actions, filters and KPIs. State arrives from the API's live
+// feed (/api/live: a snapshot, then every change of the incidents and assignments
+// topics); crews' positions and the KPIs are read every few seconds.
+import maplibregl, { type GeoJSONSource } from "maplibre-gl";
+import { api, ApiError, auth, publicJson } from "./api";
+import { openMap, ROAD_LAYERS } from "./basemap";
+import { clock, duration, esc, eta, label, SHAPE_CHAR, slaText } from "./format";
+import { installIcons, PRIORITY_COLOUR, ROUTE_COLOUR, statusLook } from "./icons";
+import "./style.css";
+
+// --- types (the API's JSON, only the fields used here) --------------------------------
+
+interface Evidence {
+  kind: string;
+  id: string;
+  source?: string | null;
+  at?: string | null;
+  description?: string | null;
+  media_url?: string | null;
+  value?: number | null;
+  category?: string | null;
+}
+interface Transition {
+  status: string;
+  at: string;
+  reason?: string | null;
+}
+interface Incident {
+  incident_id: string;
+  status: string;
+  category: string;
+  priority: string;
+  score: number;
+  score_breakdown: Record<string, number>;
+  lat: number;
+  lon: number;
+  evidence?: Evidence[];
+  reporters?: number;
+  opened_at: string;
+  updated_at: string;
+  expected_at?: string | null;
+  history?: Transition[];
+  district?: string | null;
+  crew_id?: string | null;
+  merged_into?: string | null;
+  manual_priority?: string | null;
+  road_class?: string | null;
+  version?: number;
+  events?: { at?: string; kind?: string; summary?: string; [k: string]: unknown }[];
+}
+interface Stop {
+  incident_id: string;
+  eta: string;
+  lat: number;
+  lon: number;
+  pinned?: boolean;
+}
+interface Assignment {
+  crew_id: string;
+  plan_id?: string | null;
+  stops?: Stop[] | null;
+  route?: { type: "LineString"; coordinates: [number, number][] } | null;
+  created_at?: string;
+}
+interface Crew {
+  crew_id: string;
+  status?: string | null;
+  lat?: number | null;
+  lon?: number | null;
+  heading_deg?: number | null;
+  position_at?: string | null;
+  skills?: string[] | null;
+  shift_end?: string | null;
+  [k: string]: unknown;
+}
+interface Kpis {
+  open_by_priority: Record<string, number>;
+  open_total: number;
+  mean_time_to_assign_s: number | null;
+  mean_time_to_resolve_s: number | null;
+  sla_today: Record<string, unknown>;
+}
+
+const ACTIVE = new Set(["open", "assigned", "en_route", "on_site", "reopened"]);
+const STATUSES = ["open", "assigned", "en_route", "on_site", "reopened", "resolved", "closed", "duplicate", "merged"];
+const PRIORITIES = ["P1", "P2", "P3", "P4"];
+const PRANK: Record<string, number> = { P1: 1, P2: 2, P3: 3, P4: 4 };
+const CREW_POLL_MS = 3000;
+const KPI_POLL_MS = 10000;
+
+// --- state --------------------------------------------------------------------------
+
+const state = {
+  incidents: new Map<string, Incident>(),
+  assignments: new Map<string, Assignment>(),
+  crews: new Map<string, Crew>(),
+  selected: null as string | null,
+  selectedCrew: null as string | null,
+  cursor: null as unknown,
+  live: false,
+  liveMessages: 0,
+  filters: { category: "", priority: "", status: "active", district: "" },
+  serviceNames: new Map<string, string>(),
+};
+let map: maplibregl.Map;
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+declare global {
+  interface Window {
+    cityfix: Record<string, unknown>;
+  }
+}
+window.cityfix = { state, ready: false, ROAD_LAYERS };
+
+// --- start ----------------------------------------------------------------------------
+
+const params = new URLSearchParams(location.search);
+if (params.get("wall") === "1") document.body.classList.add("wall");
+
+function toast(text: string, bad = false): void {
+  const el = $("toast");
+  el.textContent = text;
+  el.classList.toggle("bad", bad);
+  el.hidden = false;
+  clearTimeout((el as unknown as { _t?: number })._t);
+  (el as unknown as { _t?: number })._t = window.setTimeout(() => (el.hidden = true), 4000);
+}
+
+async function ensureLogin(): Promise<void> {
+  if (auth.token) return;
+  const dialog = $<HTMLDialogElement>("login");
+  const form = $<HTMLFormElement>("login-form");
+  dialog.showModal();
+  (form.elements.namedItem("username") as HTMLInputElement).focus();
+  await new Promise<void>((done) => {
+    form.onsubmit = async (ev) => {
+      ev.preventDefault();
+      const data = new FormData(form);
+      try {
+        await auth.login(String(data.get("username")), String(data.get("password")));
+        $("login-error").textContent = "";
+        dialog.close();
+        done();
+      } catch (err) {
+        $("login-error").textContent = err instanceof ApiError && err.status === 401 ? "Wrong username or password." : String((err as Error).message);
+      }
+    };
+  });
+}
+// The dialog cannot be dismissed without signing in.
+$<HTMLDialogElement>("login").addEventListener("cancel", (ev) => ev.preventDefault());
+
+function showUser(): void {
+  $("whoami").textContent = `${auth.username} (${auth.role})`;
+  $("logout").hidden = false;
+}
+$("logout").addEventListener("click", () => {
+  auth.logout();
+  location.reload();
+});
+window.addEventListener("cityfix:unauthorized", () => location.reload());
+
+async function main(): Promise<void> {
+  await ensureLogin();
+  showUser();
+  setupFilters();
+  setupTabs();
+  const opened = await openMap("map");
+  map = opened.map;
+  window.cityfix.map = map;
+  installIcons(map);
+  addLayers();
+  bindMap();
+  await Promise.allSettled([loadServices(), loadIncidents(), loadAssignments(), loadCrews(), loadKpis()]);
+  render();
+  connectLive();
+  setInterval(() => void loadCrews().then(renderCrews), CREW_POLL_MS);
+  setInterval(() => void loadKpis(), KPI_POLL_MS);
+  setInterval(tick, 1000);
+  window.cityfix.ready = true;
+}
+
+// --- loading --------------------------------------------------------------------------
+
+async function loadServices(): Promise<void> {
+  const services = await publicJson<{ service_code: string; service_name: string }[]>("/open311/v2/services.json");
+  for (const s of services) state.serviceNames.set(s.service_code, s.service_name);
+  const sel = $("filters").querySelector<HTMLSelectElement>("select[name=category]")!;
+  for (const s of services) sel.add(new Option(s.service_name, s.service_code));
+}
+
+async function loadIncidents(): Promise<void> {
+  const fc = await api<{ features: { properties: Incident }[] }>("/api/incidents?status=all&limit=5000");
+  for (const f of fc.features) upsertIncident(f.properties);
+}
+
+async function loadAssignments(): Promise<void> {
+  const list = await api<Assignment[] | { assignments: Assignment[] }>("/api/assignments");
+  for (const a of Array.isArray(list) ? list : list.assignments) state.assignments.set(a.crew_id, a);
+}
+
+async function loadCrews(): Promise<void> {
+  const list = await api<Crew[] | { crews: Crew[] }>("/api/crews");
+  const crews = Array.isArray(list) ? list : list.crews;
+  state.crews = new Map(crews.map((c) => [c.crew_id, c]));
+  for (const c of crews) {
+    // A crew's plan comes with it; the live feed's assignment wins when newer.
+    const plan = c as unknown as Assignment;
+    const known = state.assignments.get(c.crew_id);
+    if (plan.stops && (!known || (plan.plan_id && known.plan_id !== plan.plan_id && !state.live))) {
+      state.assignments.set(c.crew_id, { crew_id: c.crew_id, plan_id: plan.plan_id, stops: plan.stops, route: plan.route });
+    }
+  }
+  updateCrewSource();
+}
+
+async function loadKpis(): Promise<void> {
+  try {
+    renderKpis(await api<Kpis>("/api/kpis"));
+  } catch (err) {
+    $("kpis").textContent = `KPIs unavailable: ${(err as Error).message}`;
+  }
+}
+
+function upsertIncident(inc: Incident): void {
+  const known = state.incidents.get(inc.incident_id);
+  if (known && (known.version ?? 0) > (inc.version ?? 0)) return;
+  state.incidents.set(inc.incident_id, { ...known, ...inc });
+}
+
+// --- live feed --------------------------------------------------------------------------
+
+let liveRetryMs = 500;
+function connectLive(): void {
+  const url = new URL("/api/live", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.searchParams.set("token", auth.token ?? "");
+  if (state.cursor) url.searchParams.set("cursor", JSON.stringify(state.cursor));
+  const ws = new WebSocket(url);
+  const status = $("live-state");
+  ws.onopen = () => {
+    liveRetryMs = 500;
+    state.live = true;
+    status.textContent = "live";
+    status.classList.add("on");
+  };
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(String(ev.data)) as {
+      type: string;
+      key?: string;
+      data?: unknown;
+      incidents?: Incident[];
+      assignments?: Assignment[];
+      cursor?: unknown;
+    };
+    state.liveMessages += 1;
+    if (msg.cursor) state.cursor = msg.cursor;
+    if (msg.type === "snapshot") {
+      for (const inc of msg.incidents ?? []) upsertIncident(inc);
+      for (const a of msg.assignments ?? []) state.assignments.set(a.crew_id, a);
+    } else if (msg.type === "incident") {
+      if (msg.data) upsertIncident(msg.data as Incident);
+      else if (msg.key) state.incidents.delete(msg.key);
+    } else if (msg.type === "assignment") {
+      if (msg.data) state.assignments.set((msg.data as Assignment).crew_id, msg.data as Assignment);
+      else if (msg.key) state.assignments.delete(msg.key);
+    } else {
+      return;
+    }
+    window.cityfix.lastLiveAt = Date.now();
+    scheduleRender();
+  };
+  ws.onclose = (ev) => {
+    state.live = false;
+    status.textContent = "reconnecting";
+    status.classList.remove("on");
+    if (ev.code === 4401 || ev.code === 1008) {
+      auth.logout();
+      location.reload();
+      return;
+    }
+    setTimeout(connectLive, liveRetryMs);
+    liveRetryMs = Math.min(liveRetryMs * 2, 10000);
+  };
+}
+
+let renderQueued = false;
+function scheduleRender(): void {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    render();
+  });
+}
+
+// --- filters and lists -----------------------------------------------------------------
+
+function setupFilters(): void {
+  const form = $<HTMLFormElement>("filters");
+  const prio = form.querySelector<HTMLSelectElement>("select[name=priority]")!;
+  for (const p of PRIORITIES) prio.add(new Option(`${SHAPE_CHAR[p]} ${p}`, p));
+  const st = form.querySelector<HTMLSelectElement>("select[name=status]")!;
+  for (const s of STATUSES) st.add(new Option(label(s), s));
+  for (const [k, v] of params) {
+    const el = form.elements.namedItem(k);
+    if (el instanceof HTMLSelectElement && k in state.filters) {
+      if (![...el.options].some((o) => o.value === v)) el.add(new Option(v, v));
+      el.value = v;
+      (state.filters as Record<string, string>)[k] = v;
+    }
+  }
+  form.addEventListener("change", () => {
+    const data = new FormData(form);
+    for (const k of Object.keys(state.filters)) (state.filters as Record<string, string>)[k] = String(data.get(k) ?? "");
+    render();
+  });
+}
+
+function visible(inc: Incident): boolean {
+  const f = state.filters;
+  if (f.category && inc.category !== f.category) return false;
+  if (f.priority && inc.priority !== f.priority) return false;
+  if (f.status === "active" && !ACTIVE.has(inc.status)) return false;
+  if (f.status && f.status !== "active" && inc.status !== f.status) return false;
+  if (f.district && inc.district !== f.district) return false;
+  return true;
+}
+
+function sorted(incidents: Incident[]): Incident[] {
+  return incidents.sort(
+    (a, b) =>
+      (PRANK[a.priority] ?? 9) - (PRANK[b.priority] ?? 9) ||
+      Date.parse(a.expected_at ?? a.opened_at) - Date.parse(b.expected_at ?? b.opened_at) ||
+      a.incident_id.localeCompare(b.incident_id),
+  );
+}
+
+function setupTabs(): void {
+  const tabs = [$("tab-incidents"), $("tab-crews")];
+  const lists = [$("incident-list"), $("crew-list")];
+  const pick = (i: number, focus: boolean) => {
+    tabs.forEach((t, j) => {
+      t.setAttribute("aria-selected", String(i === j));
+      t.tabIndex = i === j ? 0 : -1;
+      lists[j].hidden = i !== j;
+    });
+    if (focus) tabs[i].focus();
+  };
+  tabs.forEach((t, i) => {
+    t.addEventListener("click", () => pick(i, false));
+    t.addEventListener("keydown", (ev) => {
+      if (ev.key === "ArrowRight" || ev.key === "ArrowLeft") pick(1 - i, true);
+    });
+  });
+}
+
+function categoryName(code: string): string {
+  return state.serviceNames.get(code) ?? label(code);
+}
+
+function badge(priority: string, status: string): string {
+  return `<span class="badge ${priority.toLowerCase()} ${statusLook(status)}" aria-label="priority ${priority}">${SHAPE_CHAR[priority] ?? ""} ${priority}</span>`;
+}
+
+const LIST_LIMIT = 400;
+function renderList(items: Incident[]): void {
+  const ul = $("incident-list");
+  const now = Date.now();
+  const focused = (document.activeElement as HTMLElement | null)?.dataset?.id;
+  const rows = items.slice(0, LIST_LIMIT).map((inc) => {
+    const sla = slaText(inc.expected_at, now);
+    const sel = inc.incident_id === state.selected;
+    return `<li role="option" tabindex="0" data-id="${esc(inc.incident_id)}" aria-selected="${sel}" class="${sel ? "sel" : ""}">
+      ${badge(inc.priority, inc.status)}
+      <span class="what">${esc(categoryName(inc.category))}</span>
+      <span class="st st-${esc(inc.status)}">${esc(label(inc.status))}</span>
+      <span class="sub">${esc(inc.district ?? "")}${inc.crew_id ? ` · ${esc(inc.crew_id)}` : ""}</span>
+      <span class="sla${sla.late ? " late" : ""}" data-due="${esc(inc.expected_at ?? "")}">${esc(sla.text)}</span>
+    </li>`;
+  });
+  if (items.length > LIST_LIMIT) rows.push(`<li class="more" aria-disabled="true">${items.length - LIST_LIMIT} more: narrow the filters</li>`);
+  if (!items.length) rows.push(`<li class="more" aria-disabled="true">No incidents match.</li>`);
+  ul.innerHTML = rows.join("");
+  $("count-incidents").textContent = String(items.length);
+  if (focused) ul.querySelector<HTMLElement>(`li[data-id="${CSS.escape(focused)}"]`)?.focus();
+}
+
+function listKeys(ul: HTMLElement, activate: (li: HTMLElement) => void): void {
+  ul.addEventListener("click", (ev) => {
+    const li = (ev.target as HTMLElement).closest<HTMLElement>("li[data-id]");
+    if (li) activate(li);
+  });
+  ul.addEventListener("keydown", (ev) => {
+    const li = (ev.target as HTMLElement).closest<HTMLElement>("li[data-id]");
+    if (!li) return;
+    if (ev.key === "Enter" || ev.key === " ") {
+      ev.preventDefault();
+      activate(li);
+    } else if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+      ev.preventDefault();
+      const next = (ev.key === "ArrowDown" ? li.nextElementSibling : li.previousElementSibling) as HTMLElement | null;
+      if (next?.dataset.id) next.focus();
+    }
+  });
+}
+listKeys($("incident-list"), (li) => openPanel(li.dataset.id!, true));
+listKeys($("crew-list"), (li) => selectCrew(li.dataset.id!, true));
+
+function renderCrews(): void {
+  const ul = $("crew-list");
+  const now = Date.now();
+  const ids = [...new Set([...state.crews.keys(), ...state.assignments.keys()])].sort();
+  const focused = (document.activeElement as HTMLElement | null)?.dataset?.id;
+  ul.innerHTML = ids
+    .map((id) => {
+      const c = state.crews.get(id);
+      const a = state.assignments.get(id);
+      const stops = a?.stops ?? [];
+      const sel = id === state.selectedCrew;
+      const stopRows = stops
+        .map((s, i) => {
+          const inc = state.incidents.get(s.incident_id);
+          return `<li data-stop="${esc(s.incident_id)}">${i + 1}. ${inc ? badge(inc.priority, inc.status) + " " + esc(categoryName(inc.category)) : esc(s.incident_id)}${s.pinned ? " 📌" : ""} <span class="eta">${esc(eta(s.eta, now))}</span></li>`;
+        })
+        .join("");
+      return `<li tabindex="0" data-id="${esc(id)}" class="crew ${sel ? "sel" : ""}" aria-current="${sel}">
+        <span class="arrow" style="transform: rotate(${Number(c?.heading_deg ?? 0)}deg)" aria-hidden="true">➤</span>
+        <span class="what">${esc(id)}</span>
+        <span class="st">${esc(label(c?.status ?? "unknown"))}</span>
+        <span class="sub">${stops.length} stop${stops.length === 1 ? "" : "s"}${stops[0] ? ` · next ${esc(eta(stops[0].eta, now))}` : ""}</span>
+        <ol class="stops" aria-label="Plan of ${esc(id)}" data-plan="${esc(a?.plan_id ?? "")}">${stopRows}</ol>
+      </li>`;
+    })
+    .join("");
+  $("count-crews").textContent = String(ids.length);
+  if (focused) ul.querySelector<HTMLElement>(`li[data-id="${CSS.escape(focused)}"]`)?.focus();
+}
+
+function renderKpis(k: Kpis): void {
+  const sla = k.sla_today ?? {};
+  const met = Number(sla.met ?? 0);
+  const total = Number(sla.total ?? sla.due ?? met + Number(sla.missed ?? 0));
+  const rate = sla.rate ?? sla.met_ratio ?? (total ? met / total : null);
+  const pct = rate == null ? "–" : `${Math.round(Number(rate) * 100)}%`;
+  $("kpis").innerHTML = `
+    <div class="kpi"><span class="k">Open</span><span class="v">${k.open_total}</span></div>
+    ${PRIORITIES.map((p) => `<div class="kpi ${p.toLowerCase()}"><span class="k">${SHAPE_CHAR[p]} ${p}</span><span class="v">${k.open_by_priority?.[p] ?? 0}</span></div>`).join("")}
+    <div class="kpi"><span class="k">Time to assign</span><span class="v">${duration(k.mean_time_to_assign_s)}</span></div>
+    <div class="kpi"><span class="k">Time to resolve</span><span class="v">${duration(k.mean_time_to_resolve_s)}</span></div>
+    <div class="kpi"><span class="k">SLA met today</span><span class="v">${pct}${total ? ` <small>(${met}/${total})</small>` : ""}</span></div>`;
+}
+
+function districtOptions(): void {
+  const sel = $("filters").querySelector<HTMLSelectElement>("select[name=district]")!;
+  const have = new Set([...sel.options].map((o) => o.value));
+  const names = new Set<string>();
+  for (const inc of state.incidents.values()) if (inc.district) names.add(inc.district);
+  for (const n of [...names].sort()) if (!have.has(n)) sel.add(new Option(n, n));
+}
+
+// --- the map ------------------------------------------------------------------------------
+
+function addLayers(): void {
+  map.addSource("routes", { type: "geojson", data: empty() });
+  map.addSource("stops", { type: "geojson", data: empty() });
+  map.addSource("crews", { type: "geojson", data: empty() });
+  map.addSource("incidents", {
+    type: "geojson",
+    data: empty(),
+    cluster: true,
+    clusterMaxZoom: 14,
+    clusterRadius: 44,
+    // The most urgent priority inside a cluster colours it.
+    clusterProperties: { best: ["min", ["get", "prank"]] },
+  });
+  map.addLayer({
+    id: "routes-casing",
+    type: "line",
+    source: "routes",
+    layout: { "line-join": "round", "line-cap": "round" },
+    paint: { "line-color": "#fff", "line-width": ["case", ["get", "selected"], 9, 6], "line-opacity": 0.9 },
+  });
+  map.addLayer({
+    id: "routes",
+    type: "line",
+    source: "routes",
+    layout: { "line-join": "round", "line-cap": "round" },
+    paint: {
+      "line-color": ["case", ["get", "selected"], "#000", ROUTE_COLOUR],
+      "line-width": ["case", ["get", "selected"], 5, 3],
+      "line-dasharray": [2, 1],
+    },
+  });
+  map.addLayer({
+    id: "stops",
+    type: "symbol",
+    source: "stops",
+    minzoom: 12,
+    layout: { "icon-image": ["concat", "stop-", ["to-string", ["get", "n"]]], "icon-allow-overlap": true, "icon-offset": [14, -14] },
+  });
+  const prColour: maplibregl.ExpressionSpecification = [
+    "match",
+    ["get", "best"],
+    1,
+    PRIORITY_COLOUR.P1,
+    2,
+    PRIORITY_COLOUR.P2,
+    3,
+    PRIORITY_COLOUR.P3,
+    PRIORITY_COLOUR.P4,
+  ];
+  map.addLayer({
+    id: "clusters",
+    type: "circle",
+    source: "incidents",
+    filter: ["has", "point_count"],
+    paint: {
+      "circle-color": prColour,
+      "circle-radius": ["step", ["get", "point_count"], 18, 10, 22, 50, 28],
+      "circle-opacity": 0.35,
+      "circle-stroke-color": prColour,
+      "circle-stroke-width": 2,
+    },
+  });
+  map.addLayer({
+    id: "cluster-count",
+    type: "symbol",
+    source: "incidents",
+    filter: ["has", "point_count"],
+    layout: {
+      "icon-image": ["concat", "count-P", ["to-string", ["get", "best"]], "-", ["get", "point_count_abbreviated"]],
+      "icon-allow-overlap": true,
+    },
+  });
+  map.addLayer({
+    id: "incident-halo",
+    type: "circle",
+    source: "incidents",
+    filter: ["==", ["get", "incident_id"], ""],
+    paint: { "circle-radius": 22, "circle-color": "#000", "circle-opacity": 0.15, "circle-stroke-color": "#000", "circle-stroke-width": 3 },
+  });
+  map.addLayer({
+    id: "incidents",
+    type: "symbol",
+    source: "incidents",
+    filter: ["!", ["has", "point_count"]],
+    layout: {
+      "icon-image": ["concat", "inc-", ["get", "priority"], "-", ["get", "look"]],
+      "icon-allow-overlap": true,
+      "symbol-sort-key": ["-", 10, ["get", "prank"]],
+    },
+  });
+  map.addLayer({
+    id: "crews",
+    type: "symbol",
+    source: "crews",
+    layout: {
+      "icon-image": ["case", ["get", "selected"], "crew-selected", "crew"],
+      "icon-rotate": ["get", "heading"],
+      "icon-rotation-alignment": "map",
+      "icon-allow-overlap": true,
+      "icon-ignore-placement": true,
+    },
+  });
+}
+
+function empty(): GeoJSON.FeatureCollection {
+  return { type: "FeatureCollection", features: [] };
+}
+
+function updateIncidentSource(items: Incident[]): void {
+  const features: GeoJSON.Feature[] = items.map((inc) => ({
+    type: "Feature",
+    id: undefined,
+    geometry: { type: "Point", coordinates: [inc.lon, inc.lat] },
+    properties: {
+      incident_id: inc.incident_id,
+      priority: inc.priority,
+      prank: PRANK[inc.priority] ?? 4,
+      status: inc.status,
+      look: statusLook(inc.status),
+      category: inc.category,
+    },
+  }));
+  (map.getSource("incidents") as GeoJSONSource | undefined)?.setData({ type: "FeatureCollection", features });
+}
+
+function updateCrewSource(): void {
+  if (!map) return;
+  const features: GeoJSON.Feature[] = [];
+  for (const c of state.crews.values()) {
+    if (c.lat == null || c.lon == null) continue;
+    features.push({
+      type: "Feature",
+      geometry: { type: "Point", coordinates: [c.lon, c.lat] },
+      properties: { crew_id: c.crew_id, heading: Number(c.heading_deg ?? 0), selected: c.crew_id === state.selectedCrew },
+    });
+  }
+  (map.getSource("crews") as GeoJSONSource | undefined)?.setData({ type: "FeatureCollection", features });
+}
+
+function updateRouteSource(): void {
+  const routes: GeoJSON.Feature[] = [];
+  const stops: GeoJSON.Feature[] = [];
+  for (const a of state.assignments.values()) {
+    const selected = a.crew_id === state.selectedCrew;
+    if (a.route?.coordinates?.length && a.route.coordinates.length > 1) {
+      routes.push({ type: "Feature", geometry: a.route, properties: { crew_id: a.crew_id, selected } });
+    }
+    (a.stops ?? []).forEach((s, i) => {
+      if (state.selectedCrew && !selected) return;
+      stops.push({ type: "Feature", geometry: { type: "Point", coordinates: [s.lon, s.lat] }, properties: { crew_id: a.crew_id, n: i + 1 } });
+    });
+  }
+  // The selected route is drawn last, above the others.
+  routes.sort((x, y) => Number(x.properties!.selected) - Number(y.properties!.selected));
+  (map.getSource("routes") as GeoJSONSource | undefined)?.setData({ type: "FeatureCollection", features: routes });
+  (map.getSource("stops") as GeoJSONSource | undefined)?.setData({ type: "FeatureCollection", features: stops });
+}
+
+function bindMap(): void {
+  map.on("click", "incidents", (e) => {
+    const id = e.features?.[0]?.properties?.incident_id as string | undefined;
+    if (id) openPanel(id, false);
+  });
+  map.on("click", "clusters", async (e) => {
+    const f = e.features?.[0];
+    if (!f) return;
+    const src = map.getSource("incidents") as GeoJSONSource;
+    const zoom = await src.getClusterExpansionZoom(f.properties!.cluster_id as number);
+    map.easeTo({ center: (f.geometry as GeoJSON.Point).coordinates as [number, number], zoom });
+  });
+  map.on("click", "crews", (e) => {
+    const id = e.features?.[0]?.properties?.crew_id as string | undefined;
+    if (id) selectCrew(id, false);
+  });
+  for (const layer of ["incidents", "clusters", "crews"]) {
+    map.on("mouseenter", layer, () => (map.getCanvas().style.cursor = "pointer"));
+    map.on("mouseleave", layer, () => (map.getCanvas().style.cursor = ""));
+  }
+}
+
+function render(): void {
+  if (!map) return;
+  const items = sorted([...state.incidents.values()].filter(visible));
+  updateIncidentSource(items);
+  updateRouteSource();
+  updateCrewSource();
+  renderList(items);
+  renderCrews();
+  districtOptions();
+  map.setFilter("incident-halo", ["==", ["get", "incident_id"], state.selected ?? ""]);
+  if (state.selected && !$("panel").hidden) renderPanel(state.selected, false);
+}
+
+function tick(): void {
+  const now = Date.now();
+  document.querySelectorAll<HTMLElement>("[data-due]").forEach((el) => {
+    const s = slaText(el.dataset.due || null, now);
+    el.textContent = s.text;
+    el.classList.toggle("late", s.late);
+  });
+}
+
+// --- crews --------------------------------------------------------------------------------
+
+function selectCrew(id: string, fly: boolean): void {
+  state.selectedCrew = state.selectedCrew === id ? null : id;
+  $("tab-crews").click();
+  render();
+  const c = state.crews.get(id);
+  const a = state.assignments.get(id);
+  if (fly && state.selectedCrew) {
+    const pts: [number, number][] = [...(a?.route?.coordinates ?? [])];
+    if (c?.lat != null && c.lon != null) pts.push([c.lon, c.lat]);
+    if (pts.length > 1) {
+      const b = pts.reduce((acc, p) => acc.extend(p), new maplibregl.LngLatBounds(pts[0], pts[0]));
+      map.fitBounds(b, { padding: 60, maxZoom: 16 });
+    } else if (pts.length) map.easeTo({ center: pts[0], zoom: 15 });
+  }
+}
+
+// --- the incident panel ------------------------------------------------------------------
+
+let returnFocus: HTMLElement | null = null;
+const details = new Map<string, Incident>();
+
+async function openPanel(id: string, fly: boolean): Promise<void> {
+  returnFocus = document.activeElement as HTMLElement | null;
+  state.selected = id;
+  const inc = state.incidents.get(id);
+  if (fly && inc) map.easeTo({ center: [inc.lon, inc.lat], zoom: Math.max(map.getZoom(), 15.5) });
+  render();
+  renderPanel(id, true);
+  try {
+    details.set(id, await api<Incident>(`/api/incidents/${encodeURIComponent(id)}`));
+    if (state.selected === id) renderPanel(id, false);
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 404)) toast(`Could not load details: ${(err as Error).message}`, true);
+  }
+}
+
+function closePanel(): void {
+  state.selected = null;
+  $("panel").hidden = true;
+  document.body.classList.remove("panel-open");
+  render();
+  const back = returnFocus?.dataset?.id
+    ? $("incident-list").querySelector<HTMLElement>(`li[data-id="${CSS.escape(returnFocus.dataset.id)}"]`)
+    : null;
+  (back ?? returnFocus ?? $("incident-list")).focus();
+}
+
+document.addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape" && !$("panel").hidden && !$<HTMLDialogElement>("login").open) {
+    ev.preventDefault();
+    closePanel();
+  }
+});
+
+function renderPanel(id: string, focus: boolean): void {
+  const panel = $("panel");
+  const live = state.incidents.get(id);
+  const detail = details.get(id);
+  const inc: Incident | undefined = live ? { ...detail, ...live, events: detail?.events } : detail;
+  if (!inc) return;
+  // Keep what the user is typing: only re-render the read-only part while a form has focus.
+  const busy = panel.contains(document.activeElement) && (document.activeElement as HTMLElement).closest("form");
+  const evidence = detail?.evidence ?? inc.evidence ?? [];
+  const history = detail?.history ?? inc.history ?? [];
+  const breakdown = Object.entries(inc.score_breakdown ?? {}).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
+  const maxPart = Math.max(1, ...breakdown.map(([, v]) => Math.abs(v)));
+  const sla = slaText(inc.expected_at);
+  const info = `
+    <header class="panel-head">
+      <h2 id="panel-title">${badge(inc.priority, inc.status)} ${esc(categoryName(inc.category))}</h2>
+      <button type="button" class="close" data-act="close" aria-label="Close details (Escape)">✕</button>
+    </header>
+    <p class="muted mono">${esc(inc.incident_id)}</p>
+    <dl class="facts">
+      <dt>Status</dt><dd><span class="st st-${esc(inc.status)}">${esc(label(inc.status))}</span>${inc.merged_into ? ` → ${esc(inc.merged_into)}` : ""}</dd>
+      <dt>SLA</dt><dd class="sla${sla.late ? " late" : ""}" data-due="${esc(inc.expected_at ?? "")}">${esc(sla.text)}</dd>
+      <dt>Due</dt><dd>${esc(clock(inc.expected_at))}</dd>
+      <dt>Crew</dt><dd>${esc(inc.crew_id ?? "none")}</dd>
+      <dt>District</dt><dd>${esc(inc.district ?? "–")}</dd>
+      <dt>Road</dt><dd>${esc(label(inc.road_class ?? "–"))}</dd>
+      <dt>Opened</dt><dd>${esc(clock(inc.opened_at))}</dd>
+      <dt>Reporters</dt><dd>${esc(inc.reporters ?? "–")}</dd>
+    </dl>
+    <h3>Priority ${esc(inc.priority)} · score ${Number(inc.score ?? 0).toFixed(1)}${inc.manual_priority ? " (set by hand)" : ""}</h3>
+    <table class="breakdown"><caption class="sr">Score breakdown</caption><tbody>
+      ${breakdown.map(([k, v]) => `<tr><th scope="row">${esc(label(k))}</th><td class="num">${v >= 0 ? "+" : ""}${v.toFixed(1)}</td><td class="bar"><span style="width:${(Math.abs(v) / maxPart) * 100}%" class="${v < 0 ? "neg" : ""}"></span></td></tr>`).join("")}
+    </tbody></table>
+    <h3>Evidence (${evidence.length})</h3>
+    <ul class="evidence">${evidence
+      .slice(0, 50)
+      .map(
+        (e) => `<li><span class="kind">${esc(e.kind === "alert" ? "Sensor alert" : "Report")}</span> ${esc(e.source ?? "")} <span class="muted">${esc(clock(e.at))}</span>
+          ${e.value != null ? `<span class="muted">value ${esc(e.value)}</span>` : ""}
+          ${e.description ? `<div>${esc(e.description)}</div>` : ""}
+          ${e.media_url && /^https?:\/\//.test(e.media_url) ? `<div><a href="${esc(e.media_url)}" target="_blank" rel="noopener noreferrer">photo</a></div>` : ""}</li>`,
+      )
+      .join("")}${evidence.length > 50 ? `<li class="muted">${evidence.length - 50} more</li>` : ""}</ul>
+    <h3>History</h3>
+    <ol class="history">${history.map((h) => `<li><span class="muted">${esc(clock(h.at))}</span> ${esc(label(h.status))}${h.reason ? ` – ${esc(h.reason)}` : ""}</li>`).join("")}</ol>`;
+  const actions = auth.canAct ? actionForms(inc) : `<p class="muted">Signed in as a viewer: actions need the dispatcher role.</p>`;
+  if (busy && panel.querySelector(".info")) {
+    panel.querySelector(".info")!.innerHTML = info;
+  } else {
+    panel.innerHTML = `<div class="info">${info}</div><div class="actions">${actions}</div>`;
+  }
+  panel.setAttribute("aria-labelledby", "panel-title");
+  panel.hidden = false;
+  document.body.classList.add("panel-open");
+  if (focus) panel.focus();
+}
+
+function actionForms(inc: Incident): string {
+  const crews = [...new Set([...state.crews.keys(), ...state.assignments.keys()])].sort();
+  const near = [...state.incidents.values()]
+    .filter((o) => o.incident_id !== inc.incident_id && ACTIVE.has(o.status))
+    .map((o) => ({ o, d: Math.hypot(o.lat - inc.lat, (o.lon - inc.lon) * Math.cos((inc.lat * Math.PI) / 180)) }))
+    .sort((a, b) => a.d - b.d)
+    .slice(0, 10);
+  return `<h3>Actions</h3>
+    <form data-act="reprioritise" class="act"><label>Priority <select name="priority">${PRIORITIES.map((p) => `<option ${p === inc.priority ? "selected" : ""}>${p}</option>`).join("")}</select></label><button>Re-prioritise</button></form>
+    <form data-act="pin" class="act"><label>Crew <select name="crew_id" required>${crews.map((c) => `<option ${c === inc.crew_id ? "selected" : ""}>${esc(c)}</option>`).join("")}</select></label><button>Pin to crew</button></form>
+    <form data-act="duplicate" class="act"><label>Duplicate of <input name="duplicate_of" list="near-${esc(inc.incident_id)}" required placeholder="incident id" /></label>
+      <datalist id="near-${esc(inc.incident_id)}">${near.map(({ o, d }) => `<option value="${esc(o.incident_id)}">${esc(categoryName(o.category))} ${o.priority}, ${Math.round(d * 111000)} m</option>`).join("")}</datalist><button>Mark duplicate</button></form>
+    <form data-act="close" class="act"><label>Note <input name="note" maxlength="1000" placeholder="why (optional)" /></label><button>Close incident</button></form>`;
+}
+
+$("panel").addEventListener("click", (ev) => {
+  if ((ev.target as HTMLElement).closest("[data-act=close]")) closePanel();
+});
+
+$("panel").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = ev.target as HTMLFormElement;
+  const id = state.selected;
+  if (!id) return;
+  const data = Object.fromEntries(new FormData(form)) as Record<string, string>;
+  for (const k of Object.keys(data)) if (data[k] === "") delete data[k];
+  const act = form.dataset.act!;
+  const button = form.querySelector("button")!;
+  button.disabled = true;
+  try {
+    await api(`/api/incidents/${encodeURIComponent(id)}/${act}`, { method: "POST", json: data });
+    toast(`${label(act)}: sent.`);
+    form.querySelector<HTMLInputElement>("input")?.blur();
+  } catch (err) {
+    toast(`${label(act)} failed: ${(err as Error).message}`, true);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+main().catch((err) => {
+  console.error(err);
+  toast(`Could not start: ${(err as Error).message}`, true);
+  window.cityfix.error = String(err);
+});
