@@ -1,0 +1,172 @@
+"""``cityfix simulate citizens|sensors|crews|all``: play a city against the running system.
+
+The simulators are black-box clients: they speak MQTT with their own app, device and crew
+credentials, which this command creates (``cli.mosquitto.add_identity``) before handing
+them over. Time is the shared clock of the settings (``CITYFIX_CLOCK__*``), which
+``cityfix demo`` sets for every process; ``--start-sim-s`` pins the scenario's start on it
+so a restarted simulator carries on where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli import mosquitto
+from core.errors import CityfixError
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_KIND = {
+    "app": mosquitto.IdentityKind.APP,
+    "sensor": mosquitto.IdentityKind.SENSOR,
+    "crew": mosquitto.IdentityKind.CREW,
+}
+
+
+def create_identities(settings: Settings, needed: list[tuple[str, str]]) -> dict[str, object]:
+    """Create (or re-key) each simulated party's MQTT identity; return the credentials."""
+    from simulators.mqtt import Credentials
+
+    creds: dict[str, object] = {}
+    for kind, ident in needed:
+        password = secrets.token_urlsafe(18)
+        mosquitto.add_identity(settings, _KIND[kind], ident, password)
+        creds[ident] = Credentials(ident, password)
+    if needed:
+        time.sleep(0.5)  # the broker reloads its password file on SIGHUP, asynchronously
+    return creds
+
+
+def run_simulators(
+    settings: Settings,
+    which: set[str],
+    *,
+    scenario_path: Path | None,
+    seed: int | None,
+    city: str | None,
+    duration_s: float | None,
+    run_id: str | None,
+    start_sim_s: float | None,
+    results_dir: Path | None,
+) -> dict[str, object]:
+    """Load the scenario and the city, create identities, run until done or SIGTERM."""
+    import geo
+    from simulators.citymap import CityMap
+    from simulators.mqtt import Broker
+    from simulators.runner import SimRun, identities_needed, run
+    from simulators.scenario import load_scenario
+    from simulators.simtime import SimTime
+
+    scenario = load_scenario(scenario_path, city=city, duration_s=duration_s)
+    clock = settings.make_clock()
+    if settings.clock.wall_epoch_s is None and scenario.clock_factor != 1.0:
+        log.warning(
+            "scenario clock_factor=%s ignored: the shared clock comes from CITYFIX_CLOCK__* "
+            "(cityfix demo sets it); running at factor=%s",
+            scenario.clock_factor,
+            settings.clock.factor,
+        )
+    graph = geo.load_city(settings.geo, name=scenario.city)
+    city_map = CityMap.from_graph(graph)
+    creds = create_identities(settings, identities_needed(scenario, which))
+    stop = threading.Event()
+    start = clock.time() if start_sim_s is None else start_sim_s
+    sim_time = SimTime(clock, start, stop)
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("stopping simulators signal=%s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    if results_dir is not None:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    sim = SimRun(
+        scenario=scenario,
+        city=city_map,
+        broker=Broker(
+            settings.mqtt.host,
+            settings.mqtt.port,
+            settings.mqtt.keepalive_s,
+            settings.mqtt.max_inflight,
+        ),
+        time=sim_time,
+        creds=creds,  # type: ignore[arg-type]
+        seed=scenario.seed if seed is None else seed,
+        run_id=run_id if run_id is not None else f"{time.time():.6f}",
+        results_dir=results_dir,
+    )
+    results = run(sim, which)
+    if results_dir is not None:
+        for kind, doc in results.items():
+            if kind != "citizens":  # the citizens keep their own file up to date
+                (results_dir / f"{kind}.json").write_text(json.dumps(doc, indent=1))
+    return results
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``simulate`` command."""
+    from cli.main import settings_of
+
+    @app.command("simulate")
+    def simulate(
+        ctx: typer.Context,
+        which: Annotated[
+            str, typer.Argument(help="citizens, sensors, crews or all.", metavar="WHICH")
+        ] = "all",
+        scenario: Annotated[
+            Path | None,
+            typer.Option("--scenario", help="Scenario YAML (default scenarios/porto.yaml)."),
+        ] = None,
+        seed: Annotated[int | None, typer.Option("--seed", help="Override the seed.")] = None,
+        city: Annotated[str | None, typer.Option("--city", help="Override the city.")] = None,
+        duration: Annotated[
+            float | None, typer.Option("--duration-s", help="Simulated seconds to play.")
+        ] = None,
+        run_id: Annotated[
+            str | None,
+            typer.Option("--run-id", help="Salt for message ids (default: a fresh one)."),
+        ] = None,
+        start_sim_s: Annotated[
+            float | None,
+            typer.Option("--start-sim-s", help="Scenario start on the shared clock (epoch s)."),
+        ] = None,
+        results_dir: Annotated[
+            Path | None, typer.Option("--results-dir", help="Write <kind>.json results here.")
+        ] = None,
+    ) -> None:
+        """Simulate citizens, sensors and crews over MQTT (seeded, reproducible)."""
+        chosen = {"citizens", "sensors", "crews"} if which == "all" else {which}
+        if not chosen <= {"citizens", "sensors", "crews"}:
+            raise typer.BadParameter("choose citizens, sensors, crews or all", param_hint="WHICH")
+        try:
+            results = run_simulators(
+                settings_of(ctx),
+                chosen,
+                scenario_path=scenario,
+                seed=seed,
+                city=city,
+                duration_s=duration,
+                run_id=run_id,
+                start_sim_s=start_sim_s,
+                results_dir=results_dir,
+            )
+        except CityfixError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        brief = {
+            k: {kk: vv for kk, vv in v.items() if kk not in ("reports", "crews")}
+            for k, v in results.items()
+            if isinstance(v, dict)
+        }
+        typer.echo(json.dumps(brief))
