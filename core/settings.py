@@ -85,6 +85,14 @@ class StreamsSettings(BaseModel):
     cell_size_m: float = Field(250.0, gt=0)
     reopen_window_s: float = Field(7 * 24 * 3600.0, ge=0)
     aging_interval_s: float = Field(60.0, gt=0)
+    close_after_s: float = Field(24 * 3600.0, ge=0)
+    max_road_offset_m: float = Field(150.0, gt=0)
+    rescore_epsilon_points: float = Field(0.5, ge=0)
+    p1_min_score: float = Field(70.0)
+    p2_min_score: float = Field(45.0)
+    p3_min_score: float = Field(25.0)
+    index_refresh_s: float = Field(60.0, gt=0)
+    publish_request_status: bool = True
 
 
 class DispatchSettings(BaseModel):

@@ -1,0 +1,201 @@
+"""Lifecycle: open -> assigned -> en_route -> on_site -> resolved -> closed, and the detours."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from core.clock import Clock
+from core.schemas import CrewState, Incident, IncidentStatus, Priority
+from streams import lifecycle
+from streams.engine import Inline
+from tests import factories
+from tests.unit.streams.conftest import T0, later, point_along, report_raw
+
+S = IncidentStatus
+
+
+def _incident(**over) -> Incident:
+    t = datetime(2025, 5, 1, 8, tzinfo=UTC)
+    doc = dict(
+        incident_id="road_surface.1.2.abc",
+        status=S.OPEN,
+        category="pothole",
+        family="road_surface",
+        priority=Priority.P3,
+        score=30.0,
+        score_breakdown={"severity": 30.0},
+        lat=21.87,
+        lon=-102.27,
+        evidence=[],
+        reporters=1,
+        opened_at=t,
+        updated_at=t,
+        expected_at=t + timedelta(days=3),
+    )
+    doc.update(over)
+    return Incident(**doc)
+
+
+T = datetime(2025, 5, 1, 9, tzinfo=UTC)
+
+
+def test_the_happy_path_keeps_every_transition_with_its_time():
+    inc = _incident()
+    inc = lifecycle.on_assigned(inc, "crew-1", T)
+    inc = lifecycle.on_crew_status(inc, "crew-1", CrewState.EN_ROUTE, T + timedelta(minutes=1))
+    inc = lifecycle.on_crew_status(inc, "crew-1", CrewState.ON_SITE, T + timedelta(minutes=20))
+    inc = lifecycle.on_crew_status(inc, "crew-1", CrewState.COMPLETED, T + timedelta(minutes=50))
+    assert inc.status == S.RESOLVED and inc.crew_id == "crew-1"
+    assert not lifecycle.close_due(inc, T + timedelta(hours=1), close_after_s=3600)
+    assert lifecycle.close_due(inc, T + timedelta(hours=2), close_after_s=3600)
+    inc = lifecycle.on_close(inc, T + timedelta(hours=2), "grace period over")
+    assert [t.status for t in inc.history] == [
+        S.ASSIGNED,
+        S.EN_ROUTE,
+        S.ON_SITE,
+        S.RESOLVED,
+        S.CLOSED,
+    ]
+    assert [t.at for t in inc.history] == sorted(t.at for t in inc.history)
+
+
+def test_dropped_from_the_plan_goes_back_to_open_but_not_when_moved_to_another_crew():
+    inc = lifecycle.on_assigned(_incident(), "crew-1", T)
+    moved = lifecycle.on_assigned(inc, "crew-2", T + timedelta(seconds=1))
+    assert moved.crew_id == "crew-2"
+    assert lifecycle.on_unassigned(moved, "crew-1", T + timedelta(seconds=2)) is moved
+    dropped = lifecycle.on_unassigned(moved, "crew-2", T + timedelta(seconds=3))
+    assert dropped.status == S.OPEN and dropped.crew_id is None
+
+
+def test_crew_status_never_moves_backwards_and_ignores_unrelated_states():
+    inc = lifecycle.on_crew_status(_incident(), "crew-1", CrewState.ON_SITE, T)
+    assert inc.status == S.ON_SITE
+    assert lifecycle.on_crew_status(inc, "crew-1", CrewState.EN_ROUTE, T) is inc
+    assert lifecycle.on_crew_status(inc, "crew-1", CrewState.AVAILABLE, T) is inc
+
+
+def test_evidence_reopens_within_the_window_only():
+    inc = lifecycle.on_crew_status(_incident(), "crew-1", CrewState.COMPLETED, T)
+    assert (
+        lifecycle.on_evidence(inc, T + timedelta(hours=1), reopen_window_s=7200).status
+        == S.REOPENED
+    )
+    assert lifecycle.on_evidence(inc, T + timedelta(hours=3), reopen_window_s=7200) is inc
+    closed = lifecycle.on_close(inc, T + timedelta(minutes=5), "closed")
+    assert (
+        lifecycle.on_evidence(closed, T + timedelta(hours=1), reopen_window_s=7200).status
+        == S.REOPENED
+    )
+
+
+def test_duplicate_and_reprioritise():
+    dup = lifecycle.on_duplicate(_incident(), "road_surface.1.2.def", T, "marked by ana")
+    assert dup.status == S.DUPLICATE and dup.merged_into == "road_surface.1.2.def"
+    assert lifecycle.on_assigned(dup, "crew-1", T) is dup
+    manual = lifecycle.on_reprioritise(_incident(), Priority.P1, T, "ana")
+    assert manual.priority == Priority.P1 and manual.manual_priority == Priority.P1
+
+
+# -- through the engine, as the worker runs it ------------------------------------------------
+
+
+def _crew(inline: Inline, incident_id: str, state: str, at: datetime) -> None:
+    doc = factories.crew_status("crew-7", status=state, incident_id=incident_id, at=at.isoformat())
+    routed = inline.engine.route_crew_event(json.dumps(doc).encode())
+    assert routed is not None
+    inline.send(*routed)
+
+
+def _command(inline: Inline, **doc) -> None:
+    cmd = {"v": 1, "command_id": str(uuid.uuid4()), "at": T0.isoformat(), "issued_by": "ana", **doc}
+    routed = inline.engine.route_command(json.dumps(cmd).encode())
+    assert routed is not None
+    inline.send(*routed)
+
+
+@pytest.fixture
+def quick(roads, streams_settings) -> Inline:
+    return Inline(streams_settings.model_copy(update={"close_after_s": 0.0}), roads, Clock())
+
+
+def test_an_incident_follows_its_crew_and_every_report_hears_about_it(ags, quick, sites):
+    edge, mid = sites[6]
+
+    def ago(s: float) -> datetime:  # the crew's day, finished before now
+        return later(s - 7200)
+
+    raws = [report_raw(*point_along(ags, edge, mid + d), at=ago(d)) for d in (0, 3)]
+    quick.feed(raws)
+    [inc] = quick.active()
+    iid = inc.incident_id
+
+    quick.assignment("crew-7", [iid], ago(60).timestamp())
+    assert quick.incidents[iid].status == S.ASSIGNED and quick.incidents[iid].crew_id == "crew-7"
+    quick.assignment("crew-7", [], ago(70).timestamp())
+    assert quick.incidents[iid].status == S.OPEN
+    quick.assignment("crew-7", [iid], ago(80).timestamp())
+    for state, t in (("en_route", 90), ("on_site", 600), ("completed", 1800)):
+        _crew(quick, iid, state, ago(t))
+    assert quick.incidents[iid].status == S.RESOLVED
+    quick.send(iid.rsplit(".", 1)[0], {"t": "tick", "incident_id": iid})
+    final = quick.incidents[iid]
+    assert final.status == S.CLOSED
+    assert [t.status for t in final.history] == [
+        S.OPEN,
+        S.ASSIGNED,
+        S.OPEN,
+        S.ASSIGNED,
+        S.EN_ROUTE,
+        S.ON_SITE,
+        S.RESOLVED,
+        S.CLOSED,
+    ]
+    versions = [i.version for i in quick.published if i.incident_id == iid]
+    assert versions == list(range(1, len(versions) + 1))
+
+    latest = {s.request_id: s for s in quick.statuses}
+    assert {latest[r].status for r in latest} == {S.CLOSED}
+    assert {latest[r].incident_id for r in latest} == {iid}
+
+    # a new report of the same pothole after the fix reopens it
+    quick.feed([report_raw(*point_along(ags, edge, mid + 1), at=ago(2000))])
+    assert quick.incidents[iid].status == S.REOPENED
+    assert len(quick.incidents[iid].evidence) == 3
+
+
+def test_mark_duplicate_moves_the_evidence_and_tells_the_reporters(ags, inline, sites):
+    (ea, ma), (eb, mb) = sites[7], sites[8]
+    inline.feed([report_raw(*point_along(ags, ea, ma), at=later(0))])
+    inline.feed(
+        [
+            report_raw(*point_along(ags, eb, mb), at=later(1)),
+            report_raw(*point_along(ags, eb, mb), at=later(2)),
+        ]
+    )
+    target, dup = sorted(inline.active(), key=lambda i: len(i.evidence))
+    _command(
+        inline, kind="mark_duplicate", incident_id=dup.incident_id, duplicate_of=target.incident_id
+    )
+
+    assert inline.incidents[dup.incident_id].status == S.DUPLICATE
+    assert inline.incidents[dup.incident_id].merged_into == target.incident_id
+    assert len(inline.incidents[target.incident_id].evidence) == 3
+    assert inline.incidents[target.incident_id].reporters == 3
+    moved = {s.request_id: s for s in inline.statuses if s.merged_into == target.incident_id}
+    assert set(moved) == {e.id for e in dup.evidence}
+
+
+def test_reprioritise_and_close_commands(ags, inline, sites):
+    edge, mid = sites[9]
+    inline.feed([report_raw(*point_along(ags, edge, mid))])
+    [inc] = inline.active()
+    _command(inline, kind="reprioritise", incident_id=inc.incident_id, priority="P1")
+    assert inline.incidents[inc.incident_id].priority == Priority.P1
+    assert inline.incidents[inc.incident_id].manual_priority == Priority.P1
+    _command(inline, kind="close", incident_id=inc.incident_id)
+    assert inline.incidents[inc.incident_id].status == S.CLOSED
