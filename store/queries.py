@@ -1,0 +1,424 @@
+"""Read queries for the web service (sync psycopg), returning plain dicts.
+
+Every function takes ``db``: a ``psycopg.Connection`` or a ``psycopg_pool.ConnectionPool``
+(a connection is borrowed for the call). The same SQL runs in both storage modes.
+Personal data (``reporter_contacts``) is written here but never joined into a request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from core.errors import Conflict, NotFound
+from core.schemas import ACTIVE_STATUSES
+
+log = logging.getLogger(__name__)
+
+Db = psycopg.Connection[Any] | ConnectionPool
+ACTIVE = tuple(sorted(s.value for s in ACTIVE_STATUSES))
+# What Open311 calls "closed"; everything else (including not yet linked) is "open".
+CLOSED_STATUSES = ("resolved", "closed", "duplicate", "merged")
+
+
+@dataclass(frozen=True)
+class BBox:
+    """A bounding box in degrees (Open311 order: west, south, east, north)."""
+
+    min_lon: float
+    min_lat: float
+    max_lon: float
+    max_lat: float
+
+
+@contextlib.contextmanager
+def _cursor(db: Db) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
+    if isinstance(db, ConnectionPool):
+        with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            yield cur
+        return
+    try:
+        with db.cursor(row_factory=dict_row) as cur:
+            yield cur
+    except BaseException:
+        if not db.autocommit:
+            db.rollback()
+        raise
+    if not db.autocommit:
+        db.commit()
+
+
+def _fetch(db: Db, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+    with _cursor(db) as cur:
+        cur.execute(query.encode(), params)
+        return cur.fetchall() if cur.description else []
+
+
+def _one(db: Db, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> dict[str, Any] | None:
+    found = _fetch(db, query, params)
+    return found[0] if found else None
+
+
+# --- incidents -------------------------------------------------------------------------
+
+_INCIDENT_COLS = """incident_id, version, status, category, family, priority, manual_priority,
+score, score_breakdown, lat, lon, reporters, sensor_corroborated, opened_at, updated_at,
+expected_at, assigned_at, resolved_at, district, road_class, asset_id, crew_id, merged_into"""
+
+
+def _feature(row: dict[str, Any]) -> dict[str, Any]:
+    props = {k: v for k, v in row.items() if k not in ("lat", "lon")}
+    return {
+        "type": "Feature",
+        "id": row["incident_id"],
+        "geometry": {"type": "Point", "coordinates": [row["lon"], row["lat"]]},
+        "properties": props,
+    }
+
+
+def open_incidents(
+    db: Db,
+    *,
+    status: Sequence[str] | None = None,
+    priority: Sequence[str] | None = None,
+    category: Sequence[str] | None = None,
+    district: Sequence[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    bbox: BBox | None = None,
+    limit: int = 500,
+) -> dict[str, Any]:
+    """Incidents as a GeoJSON FeatureCollection, most urgent first.
+
+    ``status`` defaults to the active ones; ``since``/``until`` bound ``opened_at``.
+    """
+    where = ["status = ANY(%(status)s)"]
+    params: dict[str, Any] = {"status": list(status or ACTIVE), "limit": limit}
+    for name, values in (("priority", priority), ("category", category), ("district", district)):
+        if values:
+            where.append(f"{name} = ANY(%({name})s)")
+            params[name] = list(values)
+    if since is not None:
+        where.append("opened_at >= %(since)s")
+        params["since"] = since
+    if until is not None:
+        where.append("opened_at < %(until)s")
+        params["until"] = until
+    if bbox is not None:
+        where.append("lat BETWEEN %(s)s AND %(n)s AND lon BETWEEN %(w)s AND %(e)s")
+        params |= {"s": bbox.min_lat, "n": bbox.max_lat, "w": bbox.min_lon, "e": bbox.max_lon}
+    found = _fetch(
+        db,
+        f"SELECT {_INCIDENT_COLS} FROM incidents WHERE {' AND '.join(where)} "  # noqa: S608 - fixed identifiers; values are bound
+        "ORDER BY priority, opened_at LIMIT %(limit)s",
+        params,
+    )
+    return {"type": "FeatureCollection", "features": [_feature(r) for r in found]}
+
+
+def incident(db: Db, incident_id: str) -> dict[str, Any]:
+    """One incident with its evidence and every transition (``events``), oldest first."""
+    row = _one(
+        db,
+        f"SELECT {_INCIDENT_COLS}, evidence, history FROM incidents WHERE incident_id = %s",  # noqa: S608 - fixed identifiers; values are bound
+        (incident_id,),
+    )
+    if row is None:
+        raise NotFound(f"no incident {incident_id!r}")
+    row["events"] = _fetch(
+        db,
+        "SELECT at, status, reason, version, since_open_s FROM incident_events "
+        "WHERE incident_id = %s ORDER BY at, seq",
+        (incident_id,),
+    )
+    return row
+
+
+def crews(db: Db) -> list[dict[str, Any]]:
+    """Every crew with its last status, last position and current plan."""
+    return _fetch(
+        db,
+        "SELECT crew_id, status, incident_id, skills, shift_end, status_at, lat, lon, "
+        "heading_deg, speed_kph, position_at, plan_id, plan_at, stops, route "
+        "FROM crews ORDER BY crew_id",
+    )
+
+
+def crew_track(db: Db, crew_id: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """A crew's positions in a time range, oldest first."""
+    return _fetch(
+        db,
+        "SELECT at, lat, lon, heading_deg, speed_kph FROM crew_positions "
+        "WHERE crew_id = %s AND at >= %s AND at < %s ORDER BY at",
+        (crew_id, since, until),
+    )
+
+
+def telemetry(db: Db, device_id: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """A device's telemetry in a time range, oldest first."""
+    return _fetch(
+        db,
+        "SELECT observed_at, metrics FROM telemetry "
+        "WHERE device_id = %s AND observed_at >= %s AND observed_at < %s ORDER BY observed_at",
+        (device_id, since, until),
+    )
+
+
+# --- KPIs (from the aggregates) ---------------------------------------------------------
+
+
+def kpis(db: Db, *, now: datetime | None = None, days: int = 7) -> dict[str, Any]:
+    """The dashboard's headline numbers.
+
+    ``open_by_priority``; mean time to assign / resolve (seconds, first assignment and
+    first resolution, over the last ``days`` days of the daily aggregate); and today's
+    SLA record: incidents resolved since midnight UTC of ``now`` and how many of them
+    before their ``expected_at``. ``now`` is the shared clock's now (database now if None).
+    """
+    by_priority = {
+        r["priority"]: r["n"]
+        for r in _fetch(
+            db,
+            "SELECT priority, count(*) AS n FROM incidents WHERE status = ANY(%s) "
+            "GROUP BY priority ORDER BY priority",
+            (list(ACTIVE),),
+        )
+    }
+    times = _one(
+        db,
+        "SELECT sum(n_assigned) AS n_assigned, sum(sum_assign_s) AS sum_assign_s, "
+        "sum(n_resolved) AS n_resolved, sum(sum_resolve_s) AS sum_resolve_s "
+        "FROM incident_times_daily "
+        "WHERE day >= coalesce(%(now)s, now()) - make_interval(days => %(days)s)",
+        {"now": now, "days": days},
+    ) or {}
+    sla = _one(
+        db,
+        "SELECT count(*) AS resolved, count(*) FILTER (WHERE resolved_at <= expected_at) AS met "
+        "FROM incidents WHERE resolved_at >= date_trunc('day', coalesce(%(now)s, now()), 'UTC') "
+        "AND resolved_at <= coalesce(%(now)s, now())",
+        {"now": now},
+    ) or {"resolved": 0, "met": 0}
+
+    def _mean(total: Any, n: Any) -> float | None:
+        return float(total) / float(n) if n else None
+
+    return {
+        "open_by_priority": by_priority,
+        "open_total": sum(by_priority.values()),
+        "mean_time_to_assign_s": _mean(times.get("sum_assign_s"), times.get("n_assigned")),
+        "mean_time_to_resolve_s": _mean(times.get("sum_resolve_s"), times.get("n_resolved")),
+        "sla_today": {
+            "resolved": sla["resolved"],
+            "met": sla["met"],
+            "ratio": sla["met"] / sla["resolved"] if sla["resolved"] else None,
+        },
+    }
+
+
+def reports_per_hour(
+    db: Db, since: datetime, until: datetime, *, category: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Reports per hour by category and district, from the aggregate."""
+    return _fetch(
+        db,
+        "SELECT bucket, category, district, reports FROM reports_hourly "
+        "WHERE bucket >= %s AND bucket < %s AND (%s::text[] IS NULL OR category = ANY(%s)) "
+        "ORDER BY bucket, category, district",
+        (since, until, list(category) if category else None, list(category) if category else None),
+    )
+
+
+def incidents_per_hour(db: Db, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """Incidents opened and resolved per hour, from the aggregate."""
+    return _fetch(
+        db,
+        "SELECT bucket, opened, resolved FROM incidents_hourly "
+        "WHERE bucket >= %s AND bucket < %s ORDER BY bucket",
+        (since, until),
+    )
+
+
+# --- Open311 requests -------------------------------------------------------------------
+
+# A request's state follows its incident, and through a merge, the incident it joined.
+_REQUEST_SELECT = f"""
+SELECT r.report_id AS service_request_id, r.category AS service_code, r.description,
+       r.media_url, r.lat, r.lon, r.reported_at AS requested_datetime, r.asset_id,
+       r.district, l.incident_id,
+       coalesce(m.status, i.status, l.status, 'open') AS status_detail,
+       CASE WHEN coalesce(m.status, i.status, l.status, 'open') IN {CLOSED_STATUSES!r}
+            THEN 'closed' ELSE 'open' END AS status,
+       coalesce(m.updated_at, i.updated_at, l.updated_at, r.reported_at) AS updated_datetime,
+       coalesce(m.expected_at, i.expected_at) AS expected_datetime,
+       coalesce(m.priority, i.priority) AS priority
+FROM reports r
+LEFT JOIN report_incident l ON l.report_id = r.report_id
+LEFT JOIN incidents i ON i.incident_id = l.incident_id
+LEFT JOIN incidents m ON m.incident_id = i.merged_into
+"""  # noqa: S608 - built from fixed column lists, no input
+
+
+def request(db: Db, report_id: UUID | str) -> dict[str, Any]:
+    """One Open311 service request (a citizen report) with its current status."""
+    try:
+        rid = UUID(str(report_id))
+    except ValueError as exc:
+        raise NotFound(f"no request {report_id!r}") from exc
+    row = _one(db, _REQUEST_SELECT + " WHERE r.report_id = %s LIMIT 1", (rid,))
+    if row is None:
+        raise NotFound(f"no request {report_id!r}")
+    return row
+
+
+def requests(
+    db: Db,
+    *,
+    ids: Sequence[UUID | str] | None = None,
+    service_codes: Sequence[str] | None = None,
+    start_date: datetime | None = None,
+    end_date: datetime | None = None,
+    status: Literal["open", "closed"] | None = None,
+    bbox: BBox | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Open311 service requests, newest first, filtered and paged.
+
+    ``start_date``/``end_date`` bound ``requested_datetime`` (inclusive, exclusive);
+    ``status`` is Open311's open/closed as mapped from the incident's state.
+    """
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if ids:
+        where.append("r.report_id = ANY(%(ids)s)")
+        params["ids"] = [UUID(str(i)) for i in ids]
+    if service_codes:
+        where.append("r.category = ANY(%(codes)s)")
+        params["codes"] = list(service_codes)
+    if start_date is not None:
+        where.append("r.reported_at >= %(start)s")
+        params["start"] = start_date
+    if end_date is not None:
+        where.append("r.reported_at < %(end)s")
+        params["end"] = end_date
+    if status is not None:
+        op = "IN" if status == "closed" else "NOT IN"
+        where.append(f"coalesce(m.status, i.status, l.status, 'open') {op} {CLOSED_STATUSES!r}")
+    if bbox is not None:
+        where.append("r.lat BETWEEN %(s)s AND %(n)s AND r.lon BETWEEN %(w)s AND %(e)s")
+        params |= {"s": bbox.min_lat, "n": bbox.max_lat, "w": bbox.min_lon, "e": bbox.max_lon}
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return _fetch(
+        db,
+        _REQUEST_SELECT + clause
+        + " ORDER BY r.reported_at DESC, r.report_id LIMIT %(limit)s OFFSET %(offset)s",
+        params,
+    )
+
+
+def save_contact(
+    db: Db,
+    report_id: UUID | str,
+    *,
+    email: str | None = None,
+    phone: str | None = None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+) -> None:
+    """Keep a requester's contact details, apart from the report (idempotent)."""
+    _fetch(
+        db,
+        "INSERT INTO reporter_contacts (report_id, email, phone, first_name, last_name) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (report_id) DO NOTHING",
+        (UUID(str(report_id)), email, phone, first_name, last_name),
+    )
+
+
+# --- API keys and users ------------------------------------------------------------------
+
+
+def create_api_key(db: Db, name: str, key_hash: str) -> dict[str, Any]:
+    """Store a new API key by its hash (the key itself is never stored)."""
+    try:
+        row = _one(
+            db,
+            "INSERT INTO api_keys (name, key_hash) VALUES (%s, %s) "
+            "RETURNING key_id, name, created_at, revoked",
+            (name, key_hash),
+        )
+    except psycopg.errors.UniqueViolation as exc:
+        raise Conflict("an API key with this hash exists") from exc
+    assert row is not None
+    return row
+
+
+def api_key_by_hash(db: Db, key_hash: str) -> dict[str, Any] | None:
+    """The active (not revoked) API key with this hash, or None."""
+    return _one(
+        db,
+        "SELECT key_id, name, created_at, revoked FROM api_keys "
+        "WHERE key_hash = %s AND NOT revoked",
+        (key_hash,),
+    )
+
+
+def list_api_keys(db: Db) -> list[dict[str, Any]]:
+    """Every API key (without hashes), newest first."""
+    return _fetch(
+        db,
+        "SELECT key_id, name, created_at, revoked, revoked_at FROM api_keys ORDER BY key_id DESC",
+    )
+
+
+def revoke_api_key(db: Db, key_id: int) -> bool:
+    """Revoke a key; False when there was no such active key."""
+    row = _one(
+        db,
+        "UPDATE api_keys SET revoked = true, revoked_at = now() "
+        "WHERE key_id = %s AND NOT revoked RETURNING key_id",
+        (key_id,),
+    )
+    return row is not None
+
+
+def create_user(db: Db, username: str, password_hash: str, role: str = "viewer") -> dict[str, Any]:
+    """Create a user (role viewer | dispatcher | admin); Conflict if the name is taken."""
+    try:
+        row = _one(
+            db,
+            "INSERT INTO users (username, password_hash, role) VALUES (%s, %s, %s) "
+            "RETURNING username, role, created_at, disabled",
+            (username, password_hash, role),
+        )
+    except psycopg.errors.UniqueViolation as exc:
+        raise Conflict(f"user {username!r} exists") from exc
+    assert row is not None
+    return row
+
+
+def user_by_name(db: Db, username: str) -> dict[str, Any] | None:
+    """A user with the password hash (for login), or None."""
+    return _one(
+        db,
+        "SELECT username, password_hash, role, created_at, disabled FROM users "
+        "WHERE username = %s",
+        (username,),
+    )
+
+
+def disable_user(db: Db, username: str) -> bool:
+    """Revoke a user's access; False when there was no such user."""
+    row = _one(
+        db, "UPDATE users SET disabled = true WHERE username = %s RETURNING username", (username,)
+    )
+    return row is not None

@@ -1,0 +1,120 @@
+"""Sink agents: every Kafka topic cityfix keeps, written to the store in batches.
+
+One agent per topic, each with its own ``store.writers.Writer`` (its own connection), so
+a slow table never holds up another. Each agent reads its topic through a channel of its
+own (``value_serializer="raw"``), independent of any other agent subscribed to the same
+topic; Faust commits an offset only after every subscribed agent acknowledged the
+message, and ``stream.take`` acknowledges a batch only after the loop body (the write)
+returned: an outage stalls the sink, it never skips data. A value that fails to parse is
+logged and counted, and the batch goes on without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from prometheus_client import Counter
+from pydantic import BaseModel
+
+from core import topics
+from core.errors import InvalidMessage
+from core.schemas import (
+    Assignment,
+    CitizenReport,
+    CrewPosition,
+    CrewStatus,
+    DeadLetter,
+    DeviceStatus,
+    DispatchRun,
+    Incident,
+    SensorAlert,
+    Telemetry,
+    parse,
+)
+from store.writers import Writer
+from streams.app import app, settings
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 2000
+BATCH_WITHIN_S = 1.0
+
+INVALID = Counter(
+    "cityfix_sink_invalid_total", "Values a sink could not parse, by topic", ["topic"]
+)
+WRITTEN = Counter("cityfix_sink_written_total", "Rows written by the sinks, by topic", ["topic"])
+
+Picker = Callable[[dict[str, Any]], type[BaseModel]]
+
+
+def _always(model: type[BaseModel]) -> Picker:
+    return lambda _doc: model
+
+
+def pick_crew_event(doc: dict[str, Any]) -> type[BaseModel]:
+    """``crew.events`` carries statuses (with ``status``) and positions (with ``lat``)."""
+    if "status" in doc:
+        return CrewStatus
+    if "lat" in doc:
+        return CrewPosition
+    raise InvalidMessage("neither a crew status nor a crew position", field="payload")
+
+
+def pick_sensor_data(doc: dict[str, Any]) -> type[BaseModel]:
+    """``raw.telemetry`` carries telemetry (``metrics``) and device status (``online``)."""
+    if "online" in doc:
+        return DeviceStatus
+    return Telemetry
+
+
+def decode(topic: str, values: Iterable[bytes | str | None], pick: Picker) -> list[BaseModel]:
+    """Parse a batch of raw values; log and count the ones that are not valid messages."""
+    out: list[BaseModel] = []
+    for value in values:
+        try:
+            if value is None:  # a tombstone on a compacted topic: nothing to keep
+                continue
+            doc = orjson.loads(value)
+            if not isinstance(doc, dict):
+                raise InvalidMessage("payload must be a JSON object", field="payload")
+            out.append(parse(pick(doc), doc))
+        except (InvalidMessage, orjson.JSONDecodeError) as exc:
+            INVALID.labels(topic).inc()
+            log.warning("sink skipped an invalid value", extra={"topic": topic, "error": str(exc)})
+    return out
+
+
+def _make_sink(topic_name: str, pick: Picker) -> None:
+    channel = app.topic(topic_name, value_serializer="raw")
+    agent_name = "store-" + topic_name.replace(".", "-")
+
+    async def sink(stream: Any) -> None:
+        writer = Writer(settings().pg.dsn, name=agent_name)
+        try:
+            async for values in stream.take(BATCH_MAX, within=BATCH_WITHIN_S):
+                messages = decode(topic_name, values, pick)
+                if messages:
+                    WRITTEN.labels(topic_name).inc(await writer.write(messages))
+        finally:
+            await writer.close()
+
+    sink.__name__ = sink.__qualname__ = agent_name.replace("-", "_")
+    app.agent(channel, name=agent_name)(sink)
+
+
+SINKS: dict[str, Picker] = {
+    topics.RAW_REPORTS: _always(CitizenReport),
+    topics.RAW_SENSOR_ALERTS: _always(SensorAlert),
+    topics.RAW_TELEMETRY: pick_sensor_data,
+    topics.CREW_EVENTS: pick_crew_event,
+    topics.INCIDENTS: _always(Incident),
+    topics.ASSIGNMENTS: _always(Assignment),
+    topics.DISPATCH_RUNS: _always(DispatchRun),
+    topics.INGEST_DLQ: _always(DeadLetter),
+}
+
+for _topic, _pick in SINKS.items():
+    _make_sink(_topic, _pick)
