@@ -39,18 +39,22 @@ class MqttPublisher:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.client: mqtt.Client | None = None
+
+    def _make_client(self) -> mqtt.Client:
         cid = f"cityfix-api-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True)
+        client.username_pw_set(
+            self.settings.mqtt.service_username,
+            self.settings.mqtt.service_password.get_secret_value(),
         )
-        self.client.username_pw_set(
-            settings.mqtt.service_username, settings.mqtt.service_password.get_secret_value()
-        )
-        self.client.max_inflight_messages_set(settings.mqtt.max_inflight)
-        self.client.reconnect_delay_set(1, 10)
+        client.max_inflight_messages_set(self.settings.mqtt.max_inflight)
+        client.reconnect_delay_set(1, 10)
+        return client
 
     def start(self) -> None:
         """Connect in the background; paho reconnects by itself after a loss."""
+        self.client = self._make_client()
         self.client.connect_async(
             self.settings.mqtt.host, self.settings.mqtt.port, self.settings.mqtt.keepalive_s
         )
@@ -58,18 +62,25 @@ class MqttPublisher:
 
     def stop(self) -> None:
         """Disconnect and stop the network thread."""
-        self.client.disconnect()
-        self.client.loop_stop()
+        client, self.client = self.client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
 
     def connected(self) -> bool:
         """Whether the broker session is up."""
-        return self.client.is_connected()
+        return self.client is not None and self.client.is_connected()
 
     async def publish(self, topic: str, payload: bytes, timeout_s: float) -> None:
         """Publish with QoS 1 and wait for the broker's PUBACK, or raise ServiceUnavailable."""
-        if not self.client.is_connected():
-            raise ServiceUnavailable("mqtt: not connected to the broker")
-        info = self.client.publish(topic, payload, qos=1)
+        client = self.client
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while client is None or not client.is_connected():  # (re)connecting: wait a little
+            if asyncio.get_running_loop().time() > deadline:
+                raise ServiceUnavailable("mqtt: not connected to the broker")
+            await asyncio.sleep(0.05)
+            client = self.client
+        info = client.publish(topic, payload, qos=1)
         try:
             await run_in_threadpool(info.wait_for_publish, timeout_s)
         except (RuntimeError, ValueError) as exc:
@@ -84,15 +95,7 @@ class ApiService:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or settings.make_clock()
-        self.pool = ConnectionPool(
-            settings.pg.dsn,
-            min_size=1,
-            max_size=settings.api.pg_pool_max,
-            open=False,
-            timeout=settings.api.readiness_timeout_s * 2,
-            kwargs={"autocommit": True, "connect_timeout": 3},
-            name="cityfix-api",
-        )
+        self.pool: ConnectionPool | None = None
         self.mqtt = MqttPublisher(settings)
         self._producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
@@ -105,6 +108,15 @@ class ApiService:
 
     async def start(self) -> None:
         """Open the pool, connect MQTT and try Kafka (failures are retried on use)."""
+        self.pool = ConnectionPool(
+            self.settings.pg.dsn,
+            min_size=1,
+            max_size=self.settings.api.pg_pool_max,
+            open=False,
+            timeout=self.settings.api.readiness_timeout_s * 2,
+            kwargs={"autocommit": True, "connect_timeout": 3},
+            name="cityfix-api",
+        )
         self.pool.open(wait=False)
         self.mqtt.start()
         try:
@@ -122,14 +134,19 @@ class ApiService:
             await self._producer.stop()
             self._producer = None
         self.mqtt.stop()
-        await run_in_threadpool(self.pool.close)
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await run_in_threadpool(pool.close)
 
     # --- database ----------------------------------------------------------------------
 
     async def db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a store query ``fn(pool, ...)`` off the event loop; 503 when the DB is down."""
+        pool = self.pool
+        if pool is None:
+            raise ServiceUnavailable("database: the service is not started")
         try:
-            return await run_in_threadpool(fn, self.pool, *args, **kwargs)
+            return await run_in_threadpool(fn, pool, *args, **kwargs)
         except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise ServiceUnavailable(f"database: {exc}") from exc
 

@@ -32,13 +32,22 @@ const WIDTHS: Record<string, [number, number, number]> = {
   primary: [1, 3.2, 16],
   motorway: [1.2, 3.6, 18],
 };
+// Neutral greys, so the base map never competes with the priority colours on top.
 const COLOURS: Record<string, string> = {
   minor: "#ffffff",
-  link: "#f3f0e6",
+  link: "#ffffff",
   tertiary: "#ffffff",
-  secondary: "#fbf6df",
-  primary: "#f7ecc8",
-  motorway: "#efd9a6",
+  secondary: "#fdfcf8",
+  primary: "#faf8f0",
+  motorway: "#f4f1e6",
+};
+const CASING: Record<string, string> = {
+  minor: "#b4b0a7",
+  link: "#9d998f",
+  tertiary: "#9d998f",
+  secondary: "#8f8b82",
+  primary: "#827e75",
+  motorway: "#6f6b63",
 };
 
 function roadLayers(): StyleSpecification["layers"] {
@@ -54,7 +63,7 @@ function roadLayers(): StyleSpecification["layers"] {
       filter: ["==", ["get", "class"], cls],
       layout: { "line-cap": "round", "line-join": "round" },
       paint: {
-        "line-color": "#b9b4a7",
+        "line-color": CASING[cls],
         "line-width": ["interpolate", ["exponential", 1.6], ["zoom"], 10, a + 0.6, 14, b + 1.2, 18, c + 2],
       },
     });
@@ -70,7 +79,8 @@ function roadLayers(): StyleSpecification["layers"] {
       filter: ["==", ["get", "class"], cls],
       layout: { "line-cap": "round", "line-join": "round" },
       paint: {
-        "line-color": COLOURS[cls],
+        // Thin lines at low zoom read better as solid grey than as white with a casing.
+        "line-color": ["interpolate", ["linear"], ["zoom"], 11, CASING[cls], 13, COLOURS[cls]],
         "line-width": ["interpolate", ["exponential", 1.6], ["zoom"], 10, a, 14, b, 18, c],
       },
     });
@@ -92,7 +102,7 @@ export async function openMap(container: string): Promise<{ map: maplibregl.Map;
     sources: {
       roads: {
         type: "vector",
-        tiles: roads.tiles.map((t) => new URL(t, location.href).href),
+        tiles: roads.tiles.map((t) => (/^https?:/.test(t) ? t : location.origin + t)),
         minzoom: roads.minzoom,
         maxzoom: roads.maxzoom,
         bounds: roads.bounds,
@@ -100,7 +110,7 @@ export async function openMap(container: string): Promise<{ map: maplibregl.Map;
       },
     },
     layers: [
-      { id: "background", type: "background", paint: { "background-color": "#e9e6df" } },
+      { id: "background", type: "background", paint: { "background-color": "#e6e3dc" } },
       ...roadLayers(),
     ],
   };

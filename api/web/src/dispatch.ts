@@ -116,7 +116,7 @@ window.cityfix = { state, ready: false, ROAD_LAYERS };
 // --- start ----------------------------------------------------------------------------
 
 const params = new URLSearchParams(location.search);
-if (params.get("wall") === "1") document.body.classList.add("wall");
+if (params.get("wall") === "1") document.documentElement.classList.add("wall");
 
 function toast(text: string, bad = false): void {
   const el = $("toast");
