@@ -38,9 +38,13 @@ def api_settings(settings: Settings) -> Iterator[Settings]:
     with _admin(settings) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     pg = settings.pg.model_copy(update={"database": name})
-    api = settings.api.model_copy(update={"post_rate_per_min": 10_000,
-                                          "post_rate_per_address_per_min": 10_000,
-                                          "jurisdiction_id": "porto.test"})
+    api = settings.api.model_copy(
+        update={
+            "post_rate_per_min": 10_000,
+            "post_rate_per_address_per_min": 10_000,
+            "jurisdiction_id": "porto.test",
+        }
+    )
     test_settings = settings.model_copy(update={"pg": pg, "api": api})
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
         migrate(conn)
@@ -95,7 +99,10 @@ def users(db: psycopg.Connection, api_settings: Settings) -> Users:
     for role in ("viewer", "dispatcher", "admin"):
         queries.create_user(db, f"{role}1", hash_password(f"{role}-password"), role)
         tokens[role] = issue_token(
-            f"{role}1", Role(role), secret=api_settings.api.secret_key.get_secret_value(),
-            ttl_s=600, now=datetime.now(UTC),
+            f"{role}1",
+            Role(role),
+            secret=api_settings.api.secret_key.get_secret_value(),
+            ttl_s=600,
+            now=datetime.now(UTC),
         )
     return Users(tokens)

@@ -30,12 +30,23 @@ def incident(
     trans = [Transition(status=IncidentStatus(s), at=at, reason=r) for s, at, r in history]
     opened = trans[0].at
     return Incident(
-        incident_id=incident_id, version=version or len(trans), status=trans[-1].status,
-        category=category, family="road_surface", priority="P2", score=50.0,
-        score_breakdown={"severity": 30.0, "reporters": 20.0}, lat=lat, lon=lon,
+        incident_id=incident_id,
+        version=version or len(trans),
+        status=trans[-1].status,
+        category=category,
+        family="road_surface",
+        priority="P2",
+        score=50.0,
+        score_breakdown={"severity": 30.0, "reporters": 20.0},
+        lat=lat,
+        lon=lon,
         evidence=[Evidence(kind=EvidenceKind.REPORT, id=r, at=opened) for r in report_ids],
-        reporters=len(report_ids), opened_at=opened, updated_at=trans[-1].at,
-        expected_at=opened + timedelta(days=2), history=trans, merged_into=merged_into,
+        reporters=len(report_ids),
+        opened_at=opened,
+        updated_at=trans[-1].at,
+        expected_at=opened + timedelta(days=2),
+        history=trans,
+        merged_into=merged_into,
         district="centro",
     )
 
@@ -59,8 +70,14 @@ def check_against_schema(doc: dict[str, Any], schema_file: str) -> None:
     schema = json.loads((SCHEMAS / schema_file).read_text())
     for key in schema.get("required", []):
         assert key in doc, f"{schema_file}: missing {key}"
-    kinds = {"string": str, "number": (int, float), "boolean": bool, "integer": int,
-             "null": type(None), "array": list}
+    kinds = {
+        "string": str,
+        "number": (int, float),
+        "boolean": bool,
+        "integer": int,
+        "null": type(None),
+        "array": list,
+    }
     for key, spec in schema.get("properties", {}).items():
         if key not in doc:
             continue

@@ -37,8 +37,13 @@ def assert_error(resp, code: int, fmt: str = "json", fragment: str = "") -> None
 
 
 def post(client, api_key, fmt="json", **fields):
-    data = {"api_key": api_key, "service_code": "pothole", "lat": "41.1496", "long": "-8.6109",
-            "description": "deep hole in the right lane"}
+    data = {
+        "api_key": api_key,
+        "service_code": "pothole",
+        "lat": "41.1496",
+        "long": "-8.6109",
+        "description": "deep hole in the right lane",
+    }
     data.update({k: v for k, v in fields.items() if v is not None})
     for k in [k for k, v in fields.items() if v is None]:
         data.pop(k, None)
@@ -54,7 +59,9 @@ def test_discovery(client):
     assert doc["endpoints"][0]["url"].endswith("/open311/v2")
     root = xml(client.get(f"{V2}/discovery.xml"))
     assert root.tag == "discovery"
-    assert root.findtext("endpoints/endpoint/specification") == "http://wiki.open311.org/GeoReport_v2"
+    assert (
+        root.findtext("endpoints/endpoint/specification") == "http://wiki.open311.org/GeoReport_v2"
+    )
 
 
 def test_services_json_is_a_top_level_array_matching_the_schema(client):
@@ -70,8 +77,15 @@ def test_services_xml_field_by_field(client):
     root = xml(client.get(f"{V2}/services.xml"))
     assert root.tag == "services"
     first = root.find("service")
-    assert [c.tag for c in first] == ["service_code", "service_name", "description", "metadata",
-                                      "type", "keywords", "group"]
+    assert [c.tag for c in first] == [
+        "service_code",
+        "service_name",
+        "description",
+        "metadata",
+        "type",
+        "keywords",
+        "group",
+    ]
     assert first.findtext("service_code") == "pothole"
     assert first.findtext("service_name") == "Pothole"
     assert first.findtext("metadata") == "true" and first.findtext("type") == "realtime"
@@ -80,9 +94,16 @@ def test_services_xml_field_by_field(client):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_jurisdiction_id(client, fmt):
-    assert client.get(f"{V2}/services.{fmt}", params={"jurisdiction_id": "porto.test"}).status_code == 200
-    assert_error(client.get(f"{V2}/services.{fmt}", params={"jurisdiction_id": "lisboa"}), 404, fmt,
-                 "jurisdiction_id")
+    assert (
+        client.get(f"{V2}/services.{fmt}", params={"jurisdiction_id": "porto.test"}).status_code
+        == 200
+    )
+    assert_error(
+        client.get(f"{V2}/services.{fmt}", params={"jurisdiction_id": "lisboa"}),
+        404,
+        fmt,
+        "jurisdiction_id",
+    )
 
 
 def test_service_definition_json_and_xml(client):
@@ -98,8 +119,11 @@ def test_service_definition_json_and_xml(client):
     assert [a.findtext("code") for a in attrs] == ["lamp_id", "fault"]
     assert attrs[0].findtext("datatype") == "string" and attrs[0].findtext("required") == "false"
     assert attrs[0].findtext("variable") == "true" and attrs[0].findtext("order") == "1"
-    assert [v.findtext("key") for v in attrs[1].findall("values/value")] == ["off", "flickering",
-                                                                             "day_burning"]
+    assert [v.findtext("key") for v in attrs[1].findall("values/value")] == [
+        "off",
+        "flickering",
+        "day_burning",
+    ]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -117,8 +141,16 @@ def test_unknown_format_is_an_error_not_a_crash(client):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_post_returns_the_id_and_get_finds_it_at_once(client, api_key, fmt):
-    resp = post(client, api_key, fmt, **{"attribute[depth_cm]": "12", "attribute[lane]": "right",
-                                         "address_string": "Rua de Santa Catarina 1, Porto"})
+    resp = post(
+        client,
+        api_key,
+        fmt,
+        **{
+            "attribute[depth_cm]": "12",
+            "attribute[lane]": "right",
+            "address_string": "Rua de Santa Catarina 1, Porto",
+        },
+    )
     assert resp.status_code == 200, resp.text
     if fmt == "json":
         created = resp.json()
@@ -134,7 +166,11 @@ def test_post_returns_the_id_and_get_finds_it_at_once(client, api_key, fmt):
     assert len(got) == 1
     req = got[0]
     check_against_schema(req, "request.json")
-    assert (req["service_request_id"], req["status"], req["service_code"]) == (rid, "open", "pothole")
+    assert (req["service_request_id"], req["status"], req["service_code"]) == (
+        rid,
+        "open",
+        "pothole",
+    )
     assert req["lat"] == 41.1496 and req["long"] == -8.6109
     assert req["address"] == "Rua de Santa Catarina 1, Porto"
     assert req["description"] == "deep hole in the right lane"
@@ -173,21 +209,32 @@ def test_post_error_cases(client, api_key, fmt):
     assert_error(post(client, api_key, fmt, description="x" * 4001), 400, fmt, "4000")
     assert_error(post(client, api_key, fmt, **{"attribute[lane]": "sky"}), 400, fmt, "lane")
     assert_error(post(client, api_key, fmt, jurisdiction_id="lisboa"), 404, fmt, "jurisdiction_id")
-    assert_error(post(client, api_key, fmt, service_code="traffic_signal_fault"), 400, fmt,
-                 "attribute[fault]")
+    assert_error(
+        post(client, api_key, fmt, service_code="traffic_signal_fault"),
+        400,
+        fmt,
+        "attribute[fault]",
+    )
 
 
 def test_multivaluelist_attribute_with_brackets(client, api_key):
-    resp = post(client, api_key, service_code="illegal_dumping",
-                **{"attribute[waste][]": ["furniture", "tyres"]})
+    resp = post(
+        client,
+        api_key,
+        service_code="illegal_dumping",
+        **{"attribute[waste][]": ["furniture", "tyres"]},
+    )
     rid = resp.json()[0]["service_request_id"]
     req = client.get(f"{V2}/requests/{rid}.json").json()[0]
     assert req["attributes"] == [{"code": "waste", "value": "furniture,tyres"}]
 
 
 def test_oversized_body_is_413(client, api_key):
-    resp = client.post(f"{V2}/requests.xml", content=b"a=" + b"x" * 300_000,
-                       headers={"content-type": "application/x-www-form-urlencoded"})
+    resp = client.post(
+        f"{V2}/requests.xml",
+        content=b"a=" + b"x" * 300_000,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert_error(resp, 413, "xml", "body")
 
 
@@ -201,27 +248,39 @@ def test_unknown_request_is_404(client, fmt):
 
 
 def test_list_filters_paging_and_limits(client, api_key):
-    ids = [post(client, api_key, service_code="graffiti", lat="41.16", long="-8.62")
-           .json()[0]["service_request_id"] for _ in range(3)]
+    ids = [
+        post(client, api_key, service_code="graffiti", lat="41.16", long="-8.62").json()[0][
+            "service_request_id"
+        ]
+        for _ in range(3)
+    ]
     body = client.get(f"{V2}/requests.json", params={"service_code": "graffiti"}).json()
     assert {r["service_request_id"] for r in body} == set(ids)
     for r in body:
         check_against_schema(r, "request.json")
-    page1 = client.get(f"{V2}/requests.json",
-                       params={"service_code": "graffiti", "page_size": 2}).json()
-    page2 = client.get(f"{V2}/requests.json",
-                       params={"service_code": "graffiti", "page_size": 2, "page": 2}).json()
+    page1 = client.get(
+        f"{V2}/requests.json", params={"service_code": "graffiti", "page_size": 2}
+    ).json()
+    page2 = client.get(
+        f"{V2}/requests.json", params={"service_code": "graffiti", "page_size": 2, "page": 2}
+    ).json()
     assert len(page1) == 2 and len(page2) == 1
     assert {r["service_request_id"] for r in page1 + page2} == set(ids)
-    inside = client.get(f"{V2}/requests.json",
-                        params={"bbox": "-8.63,41.155,-8.615,41.165", "service_code": "graffiti"})
+    inside = client.get(
+        f"{V2}/requests.json",
+        params={"bbox": "-8.63,41.155,-8.615,41.165", "service_code": "graffiti"},
+    )
     assert len(inside.json()) == 3
     outside = client.get(f"{V2}/requests.json", params={"bbox": "0,0,1,1"})
     assert outside.json() == []
-    two = client.get(f"{V2}/requests.json",
-                     params={"service_request_id": f"{ids[0]},{ids[1]}", "status": "closed"})
+    two = client.get(
+        f"{V2}/requests.json",
+        params={"service_request_id": f"{ids[0]},{ids[1]}", "status": "closed"},
+    )
     assert {r["service_request_id"] for r in two.json()} == {ids[0], ids[1]}
-    closed = client.get(f"{V2}/requests.json", params={"status": "closed", "service_code": "graffiti"})
+    closed = client.get(
+        f"{V2}/requests.json", params={"status": "closed", "service_code": "graffiti"}
+    )
     assert closed.json() == []
     root = xml(client.get(f"{V2}/requests.xml", params={"service_code": "graffiti"}))
     assert len(root.findall("request")) == 3
@@ -237,7 +296,10 @@ def test_an_empty_list_is_an_empty_array_and_an_empty_root(client):
 def test_list_error_cases(client, fmt):
     t0 = now()
     bad = [
-        ({"start_date": (t0 - timedelta(days=200)).isoformat(), "end_date": t0.isoformat()}, "90 days"),
+        (
+            {"start_date": (t0 - timedelta(days=200)).isoformat(), "end_date": t0.isoformat()},
+            "90 days",
+        ),
         ({"start_date": "yesterday"}, "start_date"),
         ({"start_date": "2025-01-01T00:00:00"}, "zone"),
         ({"status": "fixed"}, "status"),
@@ -251,10 +313,20 @@ def test_list_error_cases(client, fmt):
 def test_date_window(client, api_key):
     rid = post(client, api_key, service_code="flooding").json()[0]["service_request_id"]
     t0 = now()
-    params = {"start_date": (t0 - timedelta(hours=1)).isoformat(), "end_date": (t0 + timedelta(minutes=1)).isoformat()}
-    assert rid in {r["service_request_id"] for r in client.get(f"{V2}/requests.json", params=params).json()}
-    params = {"start_date": (t0 - timedelta(days=10)).isoformat(), "end_date": (t0 - timedelta(days=9)).isoformat()}
-    assert rid not in {r["service_request_id"] for r in client.get(f"{V2}/requests.json", params=params).json()}
+    params = {
+        "start_date": (t0 - timedelta(hours=1)).isoformat(),
+        "end_date": (t0 + timedelta(minutes=1)).isoformat(),
+    }
+    assert rid in {
+        r["service_request_id"] for r in client.get(f"{V2}/requests.json", params=params).json()
+    }
+    params = {
+        "start_date": (t0 - timedelta(days=10)).isoformat(),
+        "end_date": (t0 - timedelta(days=9)).isoformat(),
+    }
+    assert rid not in {
+        r["service_request_id"] for r in client.get(f"{V2}/requests.json", params=params).json()
+    }
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -274,12 +346,20 @@ def test_tokens(client, api_key, fmt):
 def test_status_follows_the_incident_to_closed(client, api_key, api_settings):
     rid = post(client, api_key, service_code="blocked_drain").json()[0]["service_request_id"]
     t0 = now()
-    steps = [("open", t0, None), ("assigned", t0 + timedelta(minutes=5), "planned"),
-             ("on_site", t0 + timedelta(minutes=30), None),
-             ("resolved", t0 + timedelta(minutes=50), "cleared"),
-             ("closed", t0 + timedelta(minutes=55), None)]
-    expected = [("open", "OPEN"), ("open", "ACTION_SCHEDULED"), ("open", "IN_PROGRESS"),
-                ("closed", "FIXED"), ("closed", "CLOSED")]
+    steps = [
+        ("open", t0, None),
+        ("assigned", t0 + timedelta(minutes=5), "planned"),
+        ("on_site", t0 + timedelta(minutes=30), None),
+        ("resolved", t0 + timedelta(minutes=50), "cleared"),
+        ("closed", t0 + timedelta(minutes=55), None),
+    ]
+    expected = [
+        ("open", "OPEN"),
+        ("open", "ACTION_SCHEDULED"),
+        ("open", "IN_PROGRESS"),
+        ("closed", "FIXED"),
+        ("closed", "CLOSED"),
+    ]
     inc_id = f"inc-{uuid.uuid4().hex[:8]}"
     for n, want in enumerate(expected, start=1):
         write(api_settings, incident(inc_id, [rid], steps[:n], category="blocked_drain"))
@@ -289,14 +369,28 @@ def test_status_follows_the_incident_to_closed(client, api_key, api_settings):
     root = xml(client.get(f"{V2}/requests/{rid}.xml"))
     assert root.findtext("request/status") == "closed"
     assert [n.findtext("summary") for n in root.findall("request/notes/note")] == [
-        "OPEN", "OPEN", "ACTION_SCHEDULED", "IN_PROGRESS", "FIXED", "CLOSED"]
+        "OPEN",
+        "OPEN",
+        "ACTION_SCHEDULED",
+        "IN_PROGRESS",
+        "FIXED",
+        "CLOSED",
+    ]
     closed = client.get(f"{V2}/requests.json", params={"status": "closed"}).json()
     assert rid in {r["service_request_id"] for r in closed}
-    window = {"start_date": (t0 - timedelta(hours=1)).isoformat(),
-              "end_date": (t0 + timedelta(hours=1)).isoformat()}
+    window = {
+        "start_date": (t0 - timedelta(hours=1)).isoformat(),
+        "end_date": (t0 + timedelta(hours=1)).isoformat(),
+    }
     updates = client.get(f"{V2}/servicerequestupdates.json", params=window).json()
     mine = [u for u in updates if u["service_request_id"] == rid]
-    assert [u["status"] for u in mine] == ["OPEN", "ACTION_SCHEDULED", "IN_PROGRESS", "FIXED", "CLOSED"]
+    assert [u["status"] for u in mine] == [
+        "OPEN",
+        "ACTION_SCHEDULED",
+        "IN_PROGRESS",
+        "FIXED",
+        "CLOSED",
+    ]
     root = xml(client.get(f"{V2}/servicerequestupdates.xml", params=window))
     assert root.tag == "service_request_updates" and root.findall("request_update")
 
@@ -305,8 +399,15 @@ def test_a_merged_request_reads_duplicate_and_points_to_its_incident(client, api
     rid = post(client, api_key).json()[0]["service_request_id"]
     t0 = now()
     a, b = f"inc-{uuid.uuid4().hex[:8]}", f"inc-{uuid.uuid4().hex[:8]}"
-    write(api_settings, incident(a, [rid], [("open", t0, None), ("merged", t0 + timedelta(minutes=1), "merge")],
-                                 merged_into=b))
+    write(
+        api_settings,
+        incident(
+            a,
+            [rid],
+            [("open", t0, None), ("merged", t0 + timedelta(minutes=1), "merge")],
+            merged_into=b,
+        ),
+    )
     req = client.get(f"{V2}/requests/{rid}.json").json()[0]
     assert (req["status"], req["extended_status"], req["incident_id"]) == ("closed", "DUPLICATE", b)
     assert b in req["status_notes"]

@@ -40,17 +40,30 @@ def test_a_minimal_request_is_accepted():
 
 
 def test_typed_attributes_single_and_multi_valued():
-    new = parse([("service_code", "fallen_tree"), ("lat", "41.1"), ("long", "-8.6"),
-                 ("attribute[blocking][]", "road"), ("attribute[blocking][]", "power_line"),
-                 ("attribute[access_notes]", "behind the gate")])
+    new = parse(
+        [
+            ("service_code", "fallen_tree"),
+            ("lat", "41.1"),
+            ("long", "-8.6"),
+            ("attribute[blocking][]", "road"),
+            ("attribute[blocking][]", "power_line"),
+            ("attribute[access_notes]", "behind the gate"),
+        ]
+    )
     assert new.attributes == {"blocking": ["road", "power_line"], "access_notes": "behind the gate"}
-    new = parse(BASE + [("attribute[depth_cm]", "12.5"), ("attribute[lane]", "left")])
+    new = parse([*BASE, ("attribute[depth_cm]", "12.5"), ("attribute[lane]", "left")])
     assert new.attributes == {"depth_cm": 12.5, "lane": "left"}
 
 
 def test_asset_attribute_becomes_the_reports_asset_id():
-    new = parse([("service_code", "streetlight_out"), ("lat", "41.1"), ("long", "-8.6"),
-                  ("attribute[lamp_id]", "L-1234")])
+    new = parse(
+        [
+            ("service_code", "streetlight_out"),
+            ("lat", "41.1"),
+            ("long", "-8.6"),
+            ("attribute[lamp_id]", "L-1234"),
+        ]
+    )
     assert new.asset_id == "L-1234"
 
 
@@ -74,7 +87,7 @@ def test_bad_fields_are_400_naming_the_field(extra, fragment):
 
 
 def test_description_of_exactly_4000_characters_is_accepted():
-    assert len(parse(BASE + [("description", "x" * 4000)]).description or "") == 4000
+    assert len(parse([*BASE, ("description", "x" * 4000)]).description or "") == 4000
 
 
 def test_required_attribute_missing_is_400():
@@ -105,14 +118,22 @@ def test_unknown_or_missing_service_code():
 
 
 def test_contact_is_kept_apart():
-    new = parse(BASE + [("email", "a@b.pt"), ("phone", "+351 900"), ("first_name", "Ana"),
-                        ("last_name", "Silva")])
+    new = parse(
+        [
+            *BASE,
+            ("email", "a@b.pt"),
+            ("phone", "+351 900"),
+            ("first_name", "Ana"),
+            ("last_name", "Silva"),
+        ]
+    )
     assert new.contact == o311.Contact("a@b.pt", "+351 900", "Ana", "Silva")
 
 
 def test_collect_attributes_reads_both_forms():
-    got = o311.collect_attributes([("attribute[a]", "1"), ("attribute[b][]", "x"),
-                                   ("attribute[b][]", "y"), ("other", "z")])
+    got = o311.collect_attributes(
+        [("attribute[a]", "1"), ("attribute[b][]", "x"), ("attribute[b][]", "y"), ("other", "z")]
+    )
     assert got == {"a": ["1"], "b": ["x", "y"]}
 
 
@@ -130,8 +151,9 @@ def test_default_window_is_90_days_and_1000_requests():
 
 def test_window_longer_than_90_days_is_refused():
     with pytest.raises(o311.Open311Error, match="90 days"):
-        o311.parse_request_query({"start_date": "2024-01-01T00:00:00Z",
-                                  "end_date": "2024-06-01T00:00:00Z"}, now=NOW)
+        o311.parse_request_query(
+            {"start_date": "2024-01-01T00:00:00Z", "end_date": "2024-06-01T00:00:00Z"}, now=NOW
+        )
 
 
 def test_dates_need_a_zone():
@@ -143,14 +165,15 @@ def test_dates_need_a_zone():
 
 def test_ids_override_every_other_filter():
     rid = str(uuid.uuid4())
-    q = o311.parse_request_query({"service_request_id": f"{rid},{rid}", "status": "bogus"},
-                                 now=NOW)
+    q = o311.parse_request_query({"service_request_id": f"{rid},{rid}", "status": "bogus"}, now=NOW)
     assert q.ids == (rid,) and q.statuses == ()
 
 
 def test_paging_bbox_and_statuses():
-    q = o311.parse_request_query({"page": "3", "page_size": "50", "status": "open,closed",
-                                  "bbox": "-8.7,41.1,-8.5,41.2"}, now=NOW)
+    q = o311.parse_request_query(
+        {"page": "3", "page_size": "50", "status": "open,closed", "bbox": "-8.7,41.1,-8.5,41.2"},
+        now=NOW,
+    )
     assert (q.page, q.page_size, q.offset) == (3, 50, 100)
     assert q.statuses == ("open", "closed") and q.bbox == (-8.7, 41.1, -8.5, 41.2)
     for bad in ({"page_size": "1001"}, {"page": "0"}, {"status": "fixed"}, {"bbox": "1,2,3"}):
@@ -197,25 +220,46 @@ def test_every_incident_status_is_mapped_and_merged_points_to_the_survivor():
         assert o311.status_of(s.value).status in ("open", "closed")
     state = o311.status_of("merged", merged_into="inc-9", incident_id="inc-1")
     assert "inc-9" in state.notes
-    assert set(o311.incident_statuses_with("closed")) == {"resolved", "closed", "duplicate",
-                                                          "merged"}
+    assert set(o311.incident_statuses_with("closed")) == {
+        "resolved",
+        "closed",
+        "duplicate",
+        "merged",
+    }
 
 
 def test_request_doc_never_carries_contact_and_points_merged_requests_to_the_survivor():
     rid = uuid.uuid4()
-    row = {"report_id": rid, "category": "pothole", "description": "hole", "lat": 41.0,
-           "lon": -8.0, "reported_at": NOW, "incident_id": "inc-1", "incident_status": "merged",
-           "merged_into": "inc-2", "updated_at": NOW + timedelta(hours=1), "expected_at": None,
-           "attributes": {"lane": "left", "blocking": ["road", "sidewalk"]},
-           "history": [{"status": "open", "at": "2025-03-01T11:00:00Z", "reason": None},
-                       {"status": "merged", "at": "2025-03-01T13:00:00Z", "reason": "merge"}]}
+    row = {
+        "report_id": rid,
+        "category": "pothole",
+        "description": "hole",
+        "lat": 41.0,
+        "lon": -8.0,
+        "reported_at": NOW,
+        "incident_id": "inc-1",
+        "incident_status": "merged",
+        "merged_into": "inc-2",
+        "updated_at": NOW + timedelta(hours=1),
+        "expected_at": None,
+        "attributes": {"lane": "left", "blocking": ["road", "sidewalk"]},
+        "history": [
+            {"status": "open", "at": "2025-03-01T11:00:00Z", "reason": None},
+            {"status": "merged", "at": "2025-03-01T13:00:00Z", "reason": "merge"},
+        ],
+    }
     doc = o311.request_doc(row, with_notes=True)
     assert doc["service_request_id"] == str(rid)
-    assert (doc["status"], doc["extended_status"], doc["incident_id"]) == ("closed", "DUPLICATE",
-                                                                          "inc-2")
+    assert (doc["status"], doc["extended_status"], doc["incident_id"]) == (
+        "closed",
+        "DUPLICATE",
+        "inc-2",
+    )
     assert doc["requested_datetime"] == "2025-03-01T12:00:00Z"
-    assert doc["attributes"] == [{"code": "blocking", "value": "road,sidewalk"},
-                                 {"code": "lane", "value": "left"}]
+    assert doc["attributes"] == [
+        {"code": "blocking", "value": "road,sidewalk"},
+        {"code": "lane", "value": "left"},
+    ]
     # the incident's transition from before the report joined is not the request's history
     assert [n["summary"] for n in doc["notes"]] == ["OPEN", "DUPLICATE"]
     assert not {"email", "phone", "first_name", "last_name"} & set(doc)
@@ -226,7 +270,10 @@ def test_definition_doc_orders_attributes_and_lists_values():
     assert doc["service_code"] == "pothole"
     assert [a["order"] for a in doc["attributes"]] == [1, 2]
     lane = doc["attributes"][1]
-    assert lane["datatype"] == "singlevaluelist" and {"key": "left", "name": "Left lane"} in lane["values"]
+    assert (
+        lane["datatype"] == "singlevaluelist"
+        and {"key": "left", "name": "Left lane"} in lane["values"]
+    )
 
 
 def test_w3c_datetimes_always_carry_a_zone():

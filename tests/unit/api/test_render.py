@@ -65,6 +65,9 @@ def test_discovery_formats_are_named_format():
     from datetime import UTC, datetime
 
     root = etree.fromstring(
-        to_xml("discovery", o311.discovery_doc("http://h/open311/v2", datetime.now(UTC), "c")))
+        to_xml("discovery", o311.discovery_doc("http://h/open311/v2", datetime.now(UTC), "c"))
+    )
     assert [f.text for f in root.findall("endpoints/endpoint/formats/format")] == [
-        "text/xml", "application/json"]
+        "text/xml",
+        "application/json",
+    ]
