@@ -136,6 +136,9 @@ def eligibility(problem: Problem) -> Eligibility:
         if job.id in pinned:
             continue
         skilled = [i for i, c in enumerate(problem.crews) if c.can_do(job)]
+        if not problem.crews:
+            rejected.append(Unassigned(job.id, UnassignedKind.SHIFT, "no crew shift covers it"))
+            continue
         if not skilled:
             missing = sorted(job.skills - all_skills)
             reason = (

@@ -185,3 +185,9 @@ def test_problem_and_plan_survive_pickling_and_a_worker_process():
         plan = pool.submit(solve, p, settings).result(timeout=60)
     assert pickle.loads(pickle.dumps(plan)) == plan
     assert set(plan.assignments()) | plan.unassigned_ids() == {j.id for j in p.jobs}
+
+
+def test_no_crews_at_all_leaves_every_job_out_with_a_reason():
+    plan = solve(problem([(0, 0)], [Job("a", 0)], []), fast_settings())
+    assert plan.routes == ()
+    assert [(u.job_id, u.reason) for u in plan.unassigned] == [("a", "no crew shift covers it")]

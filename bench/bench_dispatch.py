@@ -1,0 +1,265 @@
+"""Dispatch benchmark: the OR-Tools model against pyvroom and the greedy baseline.
+
+Generated instances on the Porto road graph (jobs and crews at random graph nodes; skills,
+one material, time windows, priorities, shifts), written once in VROOM's input format so
+every solver reads the same integer duration matrix. Prints a table and writes
+``bench/results/dispatch.json``.
+
+    uv run python bench/bench_dispatch.py                    # 50x10, 200x30, 500x60
+    uv run python bench/bench_dispatch.py --sizes 50x10 --seeds 1
+
+Falls back to a generated planar matrix (and says so) when the road graph is unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.settings import DispatchSettings, load_settings
+from dispatch.baseline import greedy
+from dispatch.solver import solve
+from dispatch.vroom import problem_from_vroom
+
+RESULTS = Path(__file__).parent / "results" / "dispatch.json"
+SKILLS = [1, 2, 3]  # 1 asphalt, 2 electric, 3 water
+SHIFT_S = 8 * 3600
+OUR_LIMITS_S = (1.0, 2.0, 5.0)
+
+
+class MatrixSource:
+    """Travel-time matrices over random locations: the Porto graph, else a plane."""
+
+    def __init__(self) -> None:
+        self.kind = "euclidean"
+        self.graph: Any = None
+        try:
+            import geo
+
+            self.graph = geo.load_city(load_settings().geo, "porto_portugal")
+            self.kind = f"road graph porto_portugal ({self.graph.node_count} nodes)"
+        except Exception as exc:  # any failure means "use the fallback"
+            print(f"geo unavailable ({type(exc).__name__}: {exc}); using a planar matrix")
+
+    def matrix(self, n: int, rng: random.Random) -> tuple[list[list[int]], float]:
+        """An ``n x n`` integer matrix and the milliseconds it took."""
+        t0 = time.perf_counter()
+        if self.graph is not None:
+            nodes = np.array(rng.sample(range(self.graph.node_count), n))
+            m = self.graph.travel_time_matrix(nodes, nodes)
+            bad = ~np.isfinite(m)
+            while bad.any():  # replace nodes that cannot reach (or be reached from) others
+                worst = np.flatnonzero(bad.any(axis=0) | bad.any(axis=1))
+                for i in worst:
+                    nodes[i] = rng.randrange(self.graph.node_count)
+                m = self.graph.travel_time_matrix(nodes, nodes)
+                bad = ~np.isfinite(m)
+            out = np.rint(m).astype(int).tolist()
+        else:
+            pts = [(rng.uniform(0, 15000), rng.uniform(0, 15000)) for _ in range(n)]
+            # ~30 km/h with a detour factor of 1.3
+            out = [[round(math.dist(a, b) * 1.3 / 8.3) for b in pts] for a in pts]
+        return out, (time.perf_counter() - t0) * 1000
+
+
+def instance(
+    n_jobs: int, n_crews: int, seed: int, source: MatrixSource
+) -> tuple[dict[str, Any], float]:
+    """A VROOM input document and the matrix time (ms)."""
+    rng = random.Random(seed)
+    durations, matrix_ms = source.matrix(n_jobs + n_crews, rng)
+    vehicles = []
+    for v in range(n_crews):
+        skills = sorted(rng.sample(SKILLS, rng.choice([1, 2, 2, 3])))
+        start = n_jobs + v
+        veh: dict[str, Any] = {
+            "id": v + 1,
+            "start_index": start,
+            "skills": skills,
+            "capacity": [rng.randint(6, 12) if 1 in skills else 0],
+            "time_window": [0, SHIFT_S],
+        }
+        if rng.random() < 0.5:
+            veh["end_index"] = start  # back to the depot
+        vehicles.append(veh)
+    jobs = []
+    for j in range(n_jobs):
+        skill = rng.choice(SKILLS)
+        job: dict[str, Any] = {
+            "id": 1000 + j,
+            "location_index": j,
+            "service": rng.choice([300, 600, 900, 1200, 1800]),
+            "skills": [skill],
+            "priority": rng.randint(0, 100),
+            "delivery": [rng.randint(1, 3) if skill == 1 else 0],
+        }
+        if rng.random() < 0.3:
+            start = rng.randrange(0, SHIFT_S - 3600, 300)
+            job["time_windows"] = [[start, start + rng.choice([3600, 7200, 10800])]]
+        jobs.append(job)
+    return {
+        "vehicles": vehicles,
+        "jobs": jobs,
+        "matrices": {"car": {"durations": durations}},
+    }, matrix_ms
+
+
+def run_pyvroom(doc: dict[str, Any], threads: int) -> dict[str, Any]:
+    import vroom
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(doc, fh)
+        path = Path(fh.name)
+    try:
+        t0 = time.perf_counter()
+        problem = vroom.Input.from_json(path)
+        sol = problem.solve(exploration_level=5, nb_threads=threads).to_dict()
+        wall = time.perf_counter() - t0
+    finally:
+        path.unlink()
+    prio = {j["id"]: j.get("priority", 0) for j in doc["jobs"]}
+    return {
+        "cost": sol["summary"]["cost"],
+        "unassigned": len(sol["unassigned"]),
+        "unassigned_priority": sum(prio[u["id"]] for u in sol["unassigned"]),
+        "wall_s": wall,
+    }
+
+
+def run_ours(
+    doc: dict[str, Any], method: str, limit_s: float, first_solution: str | None = None
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    problem = problem_from_vroom(doc)
+    settings = DispatchSettings(time_limit_s=limit_s)
+    if first_solution:
+        settings = settings.model_copy(update={"first_solution": first_solution})
+    plan = greedy(problem, settings) if method == "greedy" else solve(problem, settings)
+    wall = time.perf_counter() - t0
+    return {
+        "cost": plan.travel_s,
+        "unassigned": len(plan.unassigned),
+        "unassigned_priority": sum(problem.job(u.job_id).priority for u in plan.unassigned),
+        "wall_s": wall,
+        "objective": plan.objective,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="50x10,200x30,500x60", help="JOBSxCREWS,...")
+    parser.add_argument("--seeds", type=int, default=2, help="instances per size")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="pyvroom threads")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
+
+    source = MatrixSource()
+    print(
+        f"matrix: {source.kind}; pyvroom threads: {args.threads}; "
+        f"OR-Tools single-threaded; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(
+        "ortools@Ns: DispatchSettings defaults with an N s limit; LCI: LOCAL_CHEAPEST_INSERTION "
+        "first solution; cost = travel seconds (VROOM's cost)"
+    )
+    solvers = [(f"ortools@{t:g}s", "ortools", t, None) for t in OUR_LIMITS_S]
+    solvers += [("ortools@2s LCI", "ortools", 2.0, "LOCAL_CHEAPEST_INSERTION")]
+    solvers += [("greedy", "greedy", 1.0, None)]
+    rows: list[dict[str, Any]] = []
+    header = (
+        f"{'size':>8} {'seed':>4} {'solver':>14} {'cost':>9} {'vs vroom':>8} {'unass':>5} "
+        f"{'unass prio':>10} {'wall s':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for n_jobs, n_crews in sizes:
+        for seed in range(args.seeds):
+            doc, matrix_ms = instance(n_jobs, n_crews, seed, source)
+            ref = run_pyvroom(doc, args.threads)
+            results = {"pyvroom": ref}
+            for name, method, limit, first in solvers:
+                results[name] = run_ours(doc, method, limit, first)
+            for name, r in results.items():
+                r["cost_vs_vroom"] = r["cost"] / ref["cost"] - 1 if ref["cost"] else 0.0
+                rows.append(
+                    {
+                        "jobs": n_jobs,
+                        "crews": n_crews,
+                        "seed": seed,
+                        "solver": name,
+                        "matrix_ms": matrix_ms,
+                        **r,
+                    }
+                )
+                print(
+                    f"{n_jobs}x{n_crews:<4} {seed:>4} {name:>14} {r['cost']:>9} "
+                    f"{r['cost_vs_vroom']:>+8.2%} {r['unassigned']:>5} "
+                    f"{r['unassigned_priority']:>10} {r['wall_s']:>7.2f}"
+                )
+            print(f"{'':>13} {'matrix':>14} {'':>35} {matrix_ms / 1000:>7.2f}")
+
+    print("\nsummary (mean over seeds)")
+    summary = []
+    for n_jobs, n_crews in sizes:
+        for name in ["pyvroom", *[s[0] for s in solvers]]:
+            sel = [
+                r for r in rows if (r["jobs"], r["crews"], r["solver"]) == (n_jobs, n_crews, name)
+            ]
+            ref = [
+                r
+                for r in rows
+                if (r["jobs"], r["crews"], r["solver"]) == (n_jobs, n_crews, "pyvroom")
+            ]
+            s = {
+                "size": f"{n_jobs}x{n_crews}",
+                "solver": name,
+                "cost_vs_vroom_mean": statistics.mean(r["cost_vs_vroom"] for r in sel),
+                "more_unassigned_priority_than_vroom": sum(
+                    r["unassigned_priority"] > q["unassigned_priority"]
+                    for r, q in zip(sel, ref, strict=True)
+                ),
+                "unassigned_priority_mean": statistics.mean(r["unassigned_priority"] for r in sel),
+                "wall_s_mean": statistics.mean(r["wall_s"] for r in sel),
+                "matrix_s_mean": statistics.mean(r["matrix_ms"] for r in sel) / 1000,
+            }
+            summary.append(s)
+            print(
+                f"{s['size']:>8} {name:>14} cost {s['cost_vs_vroom_mean']:>+7.2%} vs vroom, "
+                f"unassigned prio {s['unassigned_priority_mean']:>7.1f} "
+                f"(worse than vroom in {s['more_unassigned_priority_than_vroom']}), "
+                f"solve {s['wall_s_mean']:.2f} s + matrix {s['matrix_s_mean']:.2f} s"
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "matrix": source.kind,
+                "pyvroom_threads": args.threads,
+                "cpus": os.cpu_count(),
+                "python": sys.version.split()[0],
+                "rows": rows,
+                "summary": summary,
+            },
+            indent=1,
+        )
+    )
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
