@@ -93,6 +93,8 @@ class StreamsSettings(BaseModel):
     p3_min_score: float = Field(25.0)
     index_refresh_s: float = Field(60.0, gt=0)
     publish_request_status: bool = True
+    store: str = "rocksdb://"
+    app_id: str = "cityfix-streams"
 
 
 class DispatchSettings(BaseModel):

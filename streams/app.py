@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 
+from core.errors import ConfigError
 from core.settings import Settings
 
 # The id names the consumer group and the changelog topics; it is part of the deployment.
@@ -27,7 +28,16 @@ _settings: Settings | None = None
 def configure(settings: Settings) -> faust.App:
     """Point the app at the configured Kafka and data directory."""
     global _settings
+    if app.configured and app.conf.id != settings.streams.app_id:
+        raise ConfigError(
+            f"streams app already configured as {app.conf.id!r}; "
+            "call configure() before importing the agents"
+        )
     _settings = settings
+    # The id names the consumer group, the changelog topics and the internal topics, so
+    # it must be set before the first table or agent topic is declared; Faust only takes
+    # it from the constructor, hence the default options are replaced here.
+    app._default_options = (settings.streams.app_id, app._default_options[1])
     conf: dict[str, Any] = {
         "broker": f"kafka://{settings.kafka.bootstrap}",
         "datadir": str(settings.streams.data_dir),
@@ -37,6 +47,9 @@ def configure(settings: Settings) -> faust.App:
         "topic_partitions": settings.kafka.default_partitions,
         "topic_replication_factor": 1,
         "table_standby_replicas": 0,
+        # Local table state in RocksDB (through rocksdict); the changelog topics stay the
+        # source of truth, so a worker on a fresh disk recovers from them.
+        "store": settings.streams.store,
     }
     app.config_from_object(conf)
     return app

@@ -1,0 +1,45 @@
+"""``cityfix streams worker``: run the Faust worker (dedup, scoring, lifecycle).
+
+The worker is the one Faust app of ``streams``; its agents are found by autodiscovery.
+Settings are applied to the app before the worker starts; the city's road graph is loaded
+(or built into the cache) first, so the agents never wait for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from cli.main import settings_of
+
+_log = logging.getLogger(__name__)
+
+streams_app = typer.Typer(
+    help="Stream processing: dedup, priority, lifecycle.", no_args_is_help=True
+)
+
+
+@streams_app.command("worker")
+def worker(
+    ctx: typer.Context,
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Faust log level.")] = "info",
+) -> None:
+    """Run one stream worker; run more to scale out by partitions."""
+    import geo
+    from streams import app as streams_app_module
+
+    settings = settings_of(ctx)
+    settings.streams.data_dir.mkdir(parents=True, exist_ok=True)
+    graph = geo.load_city(settings.geo)
+    _log.info("streams worker: city %s ready (%d edges)", graph.name, graph.edge_count)
+    app = streams_app_module.configure(settings)
+    import faust
+
+    faust.Worker(app, loglevel=loglevel, override_logging=False).execute_from_commandline()
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``streams`` command group to the ``cityfix`` command."""
+    app.add_typer(streams_app, name="streams")
