@@ -19,7 +19,7 @@ from core.errors import InvalidMessage
 from core.schemas import CitizenReport, IncidentStatus, RequestStatus, dumps, parse
 from core.topics import report_topic, request_status_topic
 from simulators.faults import PlannedReport, Submission
-from simulators.mqtt import Broker, Credentials, MqttAgent
+from simulators.mqtt import Broker, Credentials, MqttAgent, close_all
 from simulators.simtime import SimTime
 
 log = logging.getLogger(__name__)
@@ -154,9 +154,7 @@ class CitizenSim:
                     break
                 self.write_results()
         finally:
-            for agent in self.agents:
-                agent.drain(2.0)
-                agent.stop()
+            close_all(self.agents)
             self.write_results()
         return self.results()
 

@@ -50,7 +50,11 @@ class CityMap:
     # -- construction ---------------------------------------------------------------
     @classmethod
     def from_graph(cls, graph: Any) -> CityMap:
-        """Segments of every street of a ``geo.RoadGraph`` (one direction per street)."""
+        """Segments of every street of a ``geo.RoadGraph`` (one direction per street).
+
+        Segments with an end outside the graph's service area are left out: a fault there
+        would be refused as out of area, which is the job of the out-of-area share.
+        """
         lines = graph.road_lines(one_per_street=True)
         lat0: list[NDArray[np.float64]] = []
         lon0: list[NDArray[np.float64]] = []
@@ -65,13 +69,16 @@ class CityMap:
             lon1.append(coords[1:, 0])
             lat1.append(coords[1:, 1])
             major.append(np.full(len(coords) - 1, highway in MAJOR_ROADS))
+        a_lat, a_lon = np.concatenate(lat0), np.concatenate(lon0)
+        b_lat, b_lon = np.concatenate(lat1), np.concatenate(lon1)
+        inside = np.asarray(graph.snap(a_lat, a_lon).ok) & np.asarray(graph.snap(b_lat, b_lon).ok)
         return cls(
             name=str(graph.name),
-            lat0=np.concatenate(lat0),
-            lon0=np.concatenate(lon0),
-            lat1=np.concatenate(lat1),
-            lon1=np.concatenate(lon1),
-            major=np.concatenate(major),
+            lat0=a_lat[inside],
+            lon0=a_lon[inside],
+            lat1=b_lat[inside],
+            lon1=b_lon[inside],
+            major=np.concatenate(major)[inside],
         )
 
     # -- geometry -------------------------------------------------------------------

@@ -28,7 +28,7 @@ from core.errors import InvalidMessage
 from core.schemas import Assignment, CrewPosition, CrewState, CrewStatus, dumps, parse
 from core.topics import crew_topic
 from simulators.driving import Leg, Position, split_legs
-from simulators.mqtt import Broker, Credentials, MqttAgent
+from simulators.mqtt import Broker, Credentials, MqttAgent, close_all
 from simulators.scenario import CrewGroup, Scenario
 from simulators.simtime import SimTime
 
@@ -76,6 +76,7 @@ class Crew:
         breakdown_s: float = 1800.0,
         default_service_s: float = 1800.0,
         service_jitter: float = 0.0,
+        service_scale: float = 1.0,
     ) -> None:
         self.spec = spec
         self.rng = rng
@@ -85,6 +86,7 @@ class Crew:
         self.breakdown_s = breakdown_s
         self.default_service_s = default_service_s
         self.service_jitter = service_jitter
+        self.service_scale = service_scale
         self.phase = Phase.BEFORE_SHIFT
         self.lat, self.lon = spec.depot
         self.position = Position(self.lat, self.lon, None, 0.0)
@@ -138,13 +140,14 @@ class Crew:
             self.phase, self.until_s = Phase.BROKEN, now_s + self.breakdown_s
             self.breakdowns += 1
             self.incident_id = None
-            self._plan_dirty = True  # whatever the plan was, take it up again after repair
+            # Whatever the plan was, take it up again after the repair.
+            self._plan_dirty = self.plan is not None
             out.append(self._status(CrewState.UNAVAILABLE, now_s))
             return [*out, self._position(now_s)]
         if self.phase is Phase.BROKEN and now_s >= self.until_s:
             self.phase = Phase.IDLE
             out.append(self._status(CrewState.AVAILABLE, now_s))
-        if self._plan_dirty and self.phase in (Phase.IDLE, Phase.DRIVING):
+        if self._plan_dirty and self.plan is not None and self.phase in (Phase.IDLE, Phase.DRIVING):
             out += self._take_plan(now_s)
         if self.phase is Phase.DRIVING:
             out += self._drive(now_s)
@@ -201,7 +204,7 @@ class Crew:
         self.position = Position(self.lat, self.lon, None, 0.0)
         planned = self.service.get(self.leg.incident_id, 0.0) or self.default_service_s
         spread = float(self.rng.lognormal(0.0, self.service_jitter)) if self.service_jitter else 1.0
-        self.phase, self.until_s = Phase.ON_SITE, now_s + planned * spread
+        self.phase, self.until_s = Phase.ON_SITE, now_s + planned * spread * self.service_scale
         return [self._position(now_s), self._status(CrewState.ON_SITE, now_s)]
 
     def _finish_job(self, now_s: float) -> list[Message]:
@@ -288,6 +291,7 @@ def make_crews(
                 breakdown_s=cfg.breakdown_s,
                 default_service_s=cfg.default_service_s,
                 service_jitter=cfg.service_jitter,
+                service_scale=cfg.service_scale,
             )
         )
     return crews
@@ -353,9 +357,7 @@ class CrewSim:
                     for msg in msgs:
                         self._send(crew.spec.crew_id, msg)
         finally:
-            for agent in self.agents.values():
-                agent.drain(2.0)
-                agent.stop()
+            close_all(list(self.agents.values()))
         return self.results()
 
     def _send(self, crew_id: str, msg: Message) -> None:

@@ -32,7 +32,7 @@ class DeviceKind(StrEnum):
 # What each kind detects, as (category it fuses with, alert kind, value range, unit).
 DETECTS: dict[DeviceKind, tuple[Category, AlertKind, tuple[float, float], str]] = {
     DeviceKind.ROAD_SURFACE: (Category.POTHOLE, AlertKind.ROAD_IMPACT, (3.5, 9.0), "g"),
-    DeviceKind.STREETLIGHT: (Category.STREETLIGHT_OUT, AlertKind.LAMP_FAILURE, (0.0, 0.0), "W"),
+    DeviceKind.STREETLIGHT: (Category.STREETLIGHT_OUT, AlertKind.LAMP_FAILURE, (1.0, 1.0), "flag"),
     DeviceKind.WATER_PRESSURE: (Category.WATER_LEAK, AlertKind.PRESSURE_DROP, (0.8, 2.5), "bar"),
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -187,9 +188,23 @@ class MqttAgent:
         with self._cond:
             return self._cond.wait_for(lambda: self._unacked == 0, timeout_s)
 
+    @property
+    def unacked(self) -> int:
+        """Messages published and not yet acknowledged."""
+        return self._unacked
+
     def stop(self, *, graceful: bool = True) -> None:
         """Disconnect (a graceful disconnect suppresses the last will) and stop the thread."""
         with contextlib.suppress(Exception):
             if graceful:
                 self.client.disconnect()
         self.client.loop_stop()
+
+
+def close_all(agents: list[MqttAgent], timeout_s: float = 2.0) -> None:
+    """Give all agents ``timeout_s`` in total to flush, then disconnect them."""
+    deadline = time.monotonic() + timeout_s
+    for agent in agents:
+        agent.drain(max(deadline - time.monotonic(), 0.0))
+    for agent in agents:
+        agent.stop()

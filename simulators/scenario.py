@@ -24,9 +24,15 @@ A scenario is a YAML file (``scenarios/porto.yaml`` is the default)::
       telemetry_interval_s: 300
       detect_share: {pothole: 0.3, streetlight_out: 0.7, water_leak: 0.6}
     crews:
-      - {prefix: roads, count: 4, skills: [roads], shift_start_s: 0, shift_end_s: 28800}
-      ...
-      position_interval_s: ...    # (see CrewsConfig)
+      groups:                     # skills as the dispatcher names them (streams.families)
+        - {prefix: roads, count: 4, skills: [roads], shift_start_s: 0, shift_end_s: 28800}
+        - {prefix: water, count: 2, skills: [water, drainage], shift_end_s: 43200}
+      default_service_s: 1800     # on-site time when the plan gives none
+      service_jitter: 0.2         # actual on-site time = planned x lognormal(0, jitter)
+      service_scale: 1.0          # x every on-site time
+      position_interval_s: 10
+      breakdowns_per_shift: 0.1
+      breakdown_s: 1800
 
 Every field has a default, so a scenario names only what it changes. Rates and durations
 are in simulated time.
@@ -117,13 +123,15 @@ class CrewsConfig(_Section):
         default_factory=lambda: [
             CrewGroup(prefix="roads", count=3, skills=["roads"]),
             CrewGroup(prefix="lights", count=2, skills=["electrical"]),
-            CrewGroup(prefix="water", count=2, skills=["water"]),
-            CrewGroup(prefix="general", count=3, skills=["general", "green"]),
+            CrewGroup(prefix="water", count=2, skills=["water", "drainage"]),
+            CrewGroup(prefix="general", count=3, skills=["sanitation", "arborist"]),
         ]
     )
     # On-site time when the plan gives none; the actual time varies by ``service_jitter``.
     default_service_s: float = Field(1800.0, ge=0)
     service_jitter: float = Field(0.2, ge=0, le=1)
+    # Multiplies every on-site time (a smoke test shortens the day this way).
+    service_scale: float = Field(1.0, gt=0)
     position_interval_s: float = Field(10.0, gt=0)
     breakdowns_per_shift: float = Field(0.1, ge=0)
     breakdown_s: float = Field(1800.0, ge=0)

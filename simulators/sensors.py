@@ -23,7 +23,7 @@ from core.schemas import DeviceStatus, SensorAlert, Telemetry, dumps
 from core.topics import sensor_topic
 from simulators.faults import PlannedAlert
 from simulators.fleet import Device, DeviceKind
-from simulators.mqtt import Broker, Credentials, MqttAgent, Will
+from simulators.mqtt import Broker, Credentials, MqttAgent, Will, close_all
 from simulators.simtime import SimTime
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class SensorSim:
     def _drop(self, i: int) -> None:
         """Lose the connection as a dead battery would: the broker sends the last will."""
         agent = self.agents[i]
-        agent.drain(1.0)
+        agent.drain(0.5)
         self.online[i] = False
         self.counts["dropouts"] += 1
         log.info("device dropped off device=%s", self.devices[i].device_id)
@@ -218,16 +218,16 @@ class SensorSim:
         agent.stop(graceful=False)
 
     def _shutdown(self) -> None:
+        online = [a for i, a in enumerate(self.agents) if self.online[i]]
         for i, agent in enumerate(self.agents):
-            if self.online[i]:
+            if self.online[i] and agent.unacked < self.broker.max_unacked:
                 dev = self.devices[i]
                 agent.publish(
                     sensor_topic(dev.device_id, "status"),
                     status_payload(dev.device_id, False, self.time.now()),
                     retain=True,
                 )
-                agent.drain(2.0)
-                agent.stop()
+        close_all(online)
 
     def results(self) -> dict[str, object]:
         """How much the fleet sent."""
