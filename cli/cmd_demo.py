@@ -415,6 +415,8 @@ class DemoOptions:
 async def _run(settings: Settings, opts: DemoOptions, console: Console) -> dict[str, Any]:
     import geo
     from cli import services
+    from cli.cmd_simulate import ensure_identities
+    from simulators.runner import identities_needed
     from simulators.scenario import load_scenario
     from simulators.summary import summarise
 
@@ -462,6 +464,10 @@ async def _run(settings: Settings, opts: DemoOptions, console: Console) -> dict[
             if proc.returncode:
                 raise CityfixError(f"`cityfix db migrate` failed with {proc.returncode}")
 
+        # Simulator identities before the pipeline starts: creating them makes the broker
+        # reload, which must not happen under the bridge's feet.
+        needed = identities_needed(scenario, {"citizens", "sensors", "crews"})
+        await asyncio.to_thread(ensure_identities, settings, needed)
         await asyncio.to_thread(_clear_plans, settings, [c for c, _g in scenario.crew_ids()])
         await demo.start_counting()
 

@@ -9,6 +9,9 @@ so a restarted simulator carries on where it was.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -33,17 +36,73 @@ _KIND = {
 }
 
 
-def create_identities(settings: Settings, needed: list[tuple[str, str]]) -> dict[str, object]:
-    """Create (or re-key) each simulated party's MQTT identity; return the credentials."""
+def _store_path(settings: Settings) -> Path:
+    d = (settings.services_dir / "simulators").resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    return d / "credentials.json"
+
+
+def _password_matches(settings: Settings, ident: str, password: str) -> bool:
+    """Whether the broker's password file holds ``password`` for ``ident`` ($7$ PBKDF2)."""
+    try:
+        lines = mosquitto.passwd_path(settings).read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        user, _, stored = line.partition(":")
+        if user != ident:
+            continue
+        parts = stored.split("$")
+        if len(parts) != 5 or parts[1] != "7":
+            return False
+        try:
+            salt, digest = base64.b64decode(parts[3]), base64.b64decode(parts[4])
+            iterations = int(parts[2])
+        except ValueError:
+            return False
+        got = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, len(digest))
+        return hmac.compare_digest(got, digest)
+    return False
+
+
+def ensure_identities(settings: Settings, needed: list[tuple[str, str]]) -> dict[str, object]:
+    """Credentials for each simulated party, creating only the identities that are missing.
+
+    Passwords of identities created earlier are kept in a private file under
+    ``.services/simulators/`` and reused while the broker still accepts them: every new
+    identity makes the broker reload its password file, and a burst of reloads while the
+    pipeline runs disconnects its clients.
+    """
     from simulators.mqtt import Credentials
 
+    path = _store_path(settings)
+    try:
+        store: dict[str, dict[str, str]] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        store = {}
+    registry = {i.id: i.kind for i in mosquitto.list_identities(settings)}
     creds: dict[str, object] = {}
+    created = 0
     for kind, ident in needed:
-        password = secrets.token_urlsafe(18)
-        mosquitto.add_identity(settings, _KIND[kind], ident, password)
-        creds[ident] = Credentials(ident, password)
-    if needed:
-        time.sleep(0.5)  # the broker reloads its password file on SIGHUP, asynchronously
+        known = store.get(ident)
+        if (
+            known is None
+            or known.get("kind") != kind
+            or registry.get(ident) is not _KIND[kind]
+            or not _password_matches(settings, ident, known.get("password", ""))
+        ):
+            known = {"kind": kind, "password": secrets.token_urlsafe(18)}
+            mosquitto.add_identity(settings, _KIND[kind], ident, known["password"])
+            store[ident] = known
+            created += 1
+        creds[ident] = Credentials(ident, known["password"])
+    if created:
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(json.dumps(store))
+        tmp.replace(path)
+        log.info("simulator identities created=%d reused=%d", created, len(needed) - created)
+        time.sleep(1.0)  # the broker reloads its password file on SIGHUP, asynchronously
     return creds
 
 
@@ -78,7 +137,7 @@ def run_simulators(
         )
     graph = geo.load_city(settings.geo, name=scenario.city)
     city_map = CityMap.from_graph(graph)
-    creds = create_identities(settings, identities_needed(scenario, which))
+    creds = ensure_identities(settings, identities_needed(scenario, which))
     stop = threading.Event()
     start = clock.time() if start_sim_s is None else start_sim_s
     sim_time = SimTime(clock, start, stop)
