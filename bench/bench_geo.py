@@ -126,6 +126,8 @@ def main() -> None:
         "machine": {
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
+            # other work on the machine skews every timing; keep the evidence with them
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
             "platform": platform.platform(),
         },
         "results": rows,
