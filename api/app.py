@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, routes_dispatch, routes_live, routes_open311, routes_ops
+from api import map as web_map
 from api.service import ApiService
 from core.settings import Settings
 
@@ -104,6 +105,7 @@ def create_app(settings: Settings, service: ApiService | None = None) -> FastAPI
     app.include_router(routes_dispatch.router)
     app.include_router(routes_live.router)
     app.include_router(routes_ops.router)
+    app.include_router(web_map.build_router(settings))
     app.middleware("http")(service.metrics.middleware)
     if settings.api.cors_origins:
         app.add_middleware(

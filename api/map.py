@@ -18,6 +18,11 @@ with npm into ``api/static/dist`` at set-up (``make web``).
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
 import logging
 import math
 import threading
@@ -27,18 +32,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mapbox_vector_tile
 import numpy as np
 import shapely
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
+from api.auth import KEY_PREFIX, key_digest
+from core.errors import Conflict
 from core.settings import Settings
 from geo import RoadGraph, load_city
+from store import queries
 
 _log = logging.getLogger(__name__)
 
-DIST_DIR = Path(__file__).resolve().parent / "static" / "dist"
 TILE_EXTENT = 4096
 #: Tiles are drawn 512 px wide by MapLibre; a buffer of 16 px joins strokes across edges.
 _TILE_PX = 512
@@ -218,49 +226,116 @@ class _LazyTiler:
 
 _TILE_HEADERS = {"Cache-Control": "public, max-age=86400"}
 _MVT = "application/vnd.mapbox-vector-tile"
+_REPO = Path(__file__).resolve().parent.parent
+
+#: The Open311 key the citizen page's reports are sent with (see ``citizen_key``).
+CITIZEN_KEY_NAME = "web-citizen"
 
 
-def _page(name: str) -> Response:
-    path = DIST_DIR / name
-    if not path.is_file():
-        return HTMLResponse(
-            "<!doctype html><title>cityfix</title><h1>The web map is not built</h1>"
-            "<p>Run <code>make web</code> (npm) and reload.</p>",
-            status_code=503,
+def citizen_key(settings: Settings) -> str:
+    """The ``web-citizen`` API key: derived from the signing secret, never sent to browsers.
+
+    Deriving it (rather than drawing a random one) makes it the same in every API process
+    and across restarts, so registering it is idempotent; revoking it with
+    ``cityfix apikeys revoke`` stops the citizen page until the secret changes.
+    """
+    secret = settings.api.secret_key.get_secret_value().encode()
+    mac = hmac.new(secret, b"cityfix web-citizen api key v1", hashlib.sha256).digest()
+    return KEY_PREFIX + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+class _CitizenProxy:
+    """``POST /report/submit``: the form, plus the page's key, to Open311's POST requests.
+
+    The request goes through the application itself (in process), with the caller's
+    address, so Open311's validation, per-address rate limit and recording all apply.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.key = citizen_key(settings)
+        self._registered = False
+        self._lock = asyncio.Lock()
+
+    async def _register(self, request: Request) -> None:
+        if self._registered:
+            return
+        async with self._lock:
+            if self._registered:
+                return
+            service = request.app.state.service
+            if await service.db(queries.api_key_by_hash, key_digest(self.key)) is None:
+                with contextlib.suppress(Conflict):  # registered meanwhile, or revoked
+                    await service.db(queries.create_api_key, CITIZEN_KEY_NAME, key_digest(self.key))
+                    _log.info(
+                        "registered the citizen page's API key", extra={"name": CITIZEN_KEY_NAME}
+                    )
+            self._registered = True
+
+    async def __call__(self, request: Request) -> Response:
+        await self._register(request)
+        form = await request.form()
+        fields = [(k, v) for k, v in form.multi_items() if isinstance(v, str) and k != "api_key"]
+        fields.append(("api_key", self.key))
+        client = (request.client.host, request.client.port) if request.client else ("0.0.0.0", 0)  # noqa: S104 - an address label, not a bind
+        transport = httpx.ASGITransport(app=request.app, client=client)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://cityfix.internal"
+        ) as http:
+            answer = await http.post("/open311/v2/requests.json", data=dict_pairs(fields))
+        headers = {k: v for k, v in answer.headers.items() if k.lower() in ("retry-after",)}
+        return Response(
+            answer.content,
+            status_code=answer.status_code,
+            media_type=answer.headers.get("content-type", "application/json"),
+            headers=headers,
         )
-    return FileResponse(path, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
-def build_router(
-    settings: Settings,
-    *,
-    graph: Callable[[], RoadGraph] | None = None,
-    submit: Callable[[Request], Any] | None = None,
-) -> APIRouter:
-    """The web map's routes: pages, bundle assets, road tiles and the report proxy.
+def dict_pairs(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Form pairs as a mapping of each name to its values (repeated names kept)."""
+    out: dict[str, list[str]] = {}
+    for k, v in pairs:
+        out.setdefault(k, []).append(v)
+    return out
+
+
+def build_router(settings: Settings, *, graph: Callable[[], RoadGraph] | None = None) -> APIRouter:
+    """The web map's routes: pages, bundle assets, road tiles and the citizen report proxy.
 
     ``graph`` returns the city's road graph (default: ``geo.load_city(settings.geo)``);
-    it is called once, in a background thread. ``submit`` handles ``POST /report/submit``
-    (an async callable taking the request); without it that route is absent.
+    it is called once, in a background thread, so the API starts at once.
     """
     load = graph or (lambda: load_city(settings.geo))
     tiler = _LazyTiler(lambda: RoadTiler(load()))
+    dist = settings.api.static_dir
+    dist = dist if dist.is_absolute() else _REPO / dist
+    assets = (dist / "assets").resolve()
     router = APIRouter(tags=["web map"])
+
+    def page(name: str) -> Response:
+        path = dist / name
+        if not path.is_file():
+            return HTMLResponse(
+                "<!doctype html><title>cityfix</title><h1>The web map is not built</h1>"
+                "<p>Run <code>make web</code> (npm) and reload.</p>",
+                status_code=503,
+            )
+        return FileResponse(path, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
     @router.get("/", include_in_schema=False)
     def dispatcher_page() -> Response:
-        return _page("index.html")
+        return page("index.html")
 
     @router.get("/report", include_in_schema=False)
     def report_page() -> Response:
-        return _page("report.html")
+        return page("report.html")
 
     @router.get("/assets/{name}", include_in_schema=False)
     def asset(name: str) -> Response:
-        path = (DIST_DIR / "assets" / name).resolve()
-        if path.parent != (DIST_DIR / "assets").resolve() or not path.is_file():
+        path = (assets / name).resolve()
+        if path.parent != assets or not path.is_file():
             raise HTTPException(404, "no such asset")
-        # Vite names assets by content hash, so they never change under one name.
+        # Vite names assets by content hash, so a name never changes its content.
         return FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
     @router.get("/tiles/roads.json", summary="TileJSON of the road layer")
@@ -272,7 +347,7 @@ def build_router(
     @router.get(
         "/tiles/roads/{z}/{x}/{y}.pbf",
         name="road_tile",
-        summary="One Mapbox Vector Tile of the road network",
+        summary="One Mapbox Vector Tile of the road network (204 where there is no road)",
         response_class=Response,
     )
     def road_tile(z: int, x: int, y: int) -> Response:
@@ -283,11 +358,11 @@ def build_router(
             return Response(status_code=204, headers=_TILE_HEADERS)
         return Response(data, media_type=_MVT, headers=_TILE_HEADERS)
 
-    if submit is not None:
-        router.add_api_route(
-            "/report/submit",
-            submit,
-            methods=["POST"],
-            summary="Submit a citizen report (the server adds the public page's key)",
-        )
+    router.add_api_route(
+        "/report/submit",
+        _CitizenProxy(settings).__call__,
+        methods=["POST"],
+        summary="Send a citizen report from the web page (Open311 POST, the page's key added)",
+        response_class=Response,
+    )
     return router

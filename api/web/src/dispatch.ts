@@ -191,8 +191,13 @@ async function loadServices(): Promise<void> {
 }
 
 async function loadIncidents(): Promise<void> {
-  const fc = await api<{ features: { properties: Incident }[] }>("/api/incidents?status=all&limit=5000");
-  for (const f of fc.features) upsertIncident(f.properties);
+  const fc = await api<{ features: { geometry: { coordinates: [number, number] }; properties: Incident }[] }>(
+    "/api/incidents?limit=10000",
+  );
+  for (const f of fc.features) {
+    const [lon, lat] = f.geometry.coordinates;
+    upsertIncident({ ...f.properties, lon, lat });
+  }
 }
 
 async function loadAssignments(): Promise<void> {
@@ -205,11 +210,19 @@ async function loadCrews(): Promise<void> {
   const crews = Array.isArray(list) ? list : list.crews;
   state.crews = new Map(crews.map((c) => [c.crew_id, c]));
   for (const c of crews) {
-    // A crew's plan comes with it; the live feed's assignment wins when newer.
-    const plan = c as unknown as Assignment;
+    // A crew's row carries its current plan; keep whichever plan is newer (the live
+    // feed usually is).
+    const plan = c as unknown as Assignment & { plan_at?: string | null };
     const known = state.assignments.get(c.crew_id);
-    if (plan.stops && (!known || (plan.plan_id && known.plan_id !== plan.plan_id && !state.live))) {
-      state.assignments.set(c.crew_id, { crew_id: c.crew_id, plan_id: plan.plan_id, stops: plan.stops, route: plan.route });
+    const newer = !known || Date.parse(plan.plan_at ?? "") > Date.parse(known.created_at ?? "");
+    if (plan.plan_id && plan.stops && newer) {
+      state.assignments.set(c.crew_id, {
+        crew_id: c.crew_id,
+        plan_id: plan.plan_id,
+        stops: plan.stops,
+        route: plan.route,
+        created_at: plan.plan_at ?? undefined,
+      });
     }
   }
   updateCrewSource();
@@ -235,11 +248,12 @@ let liveRetryMs = 500;
 function connectLive(): void {
   const url = new URL("/api/live", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  url.searchParams.set("token", auth.token ?? "");
   if (state.cursor) url.searchParams.set("cursor", JSON.stringify(state.cursor));
   const ws = new WebSocket(url);
   const status = $("live-state");
   ws.onopen = () => {
+    // The token goes in the first message, not the URL, so it stays out of access logs.
+    ws.send(JSON.stringify({ token: auth.token ?? "" }));
     liveRetryMs = 500;
     state.live = true;
     status.textContent = "live";
@@ -275,7 +289,7 @@ function connectLive(): void {
     state.live = false;
     status.textContent = "reconnecting";
     status.classList.remove("on");
-    if (ev.code === 4401 || ev.code === 1008) {
+    if (ev.code === 4401) {
       auth.logout();
       location.reload();
       return;
@@ -441,8 +455,8 @@ function renderCrews(): void {
 function renderKpis(k: Kpis): void {
   const sla = k.sla_today ?? {};
   const met = Number(sla.met ?? 0);
-  const total = Number(sla.total ?? sla.due ?? met + Number(sla.missed ?? 0));
-  const rate = sla.rate ?? sla.met_ratio ?? (total ? met / total : null);
+  const total = Number(sla.resolved ?? 0);
+  const rate = sla.ratio ?? (total ? met / total : null);
   const pct = rate == null ? "–" : `${Math.round(Number(rate) * 100)}%`;
   $("kpis").innerHTML = `
     <div class="kpi"><span class="k">Open</span><span class="v">${k.open_total}</span></div>
@@ -777,6 +791,13 @@ function renderPanel(id: string, focus: boolean): void {
   if (focus) panel.focus();
 }
 
+const ACTION_NAMES: Record<string, string> = {
+  priority: "Re-prioritise",
+  pin: "Pin to crew",
+  duplicate: "Mark duplicate",
+  close: "Close",
+};
+
 function actionForms(inc: Incident): string {
   const crews = [...new Set([...state.crews.keys(), ...state.assignments.keys()])].sort();
   const near = [...state.incidents.values()]
@@ -785,7 +806,7 @@ function actionForms(inc: Incident): string {
     .sort((a, b) => a.d - b.d)
     .slice(0, 10);
   return `<h3>Actions</h3>
-    <form data-act="reprioritise" class="act"><label>Priority <select name="priority">${PRIORITIES.map((p) => `<option ${p === inc.priority ? "selected" : ""}>${p}</option>`).join("")}</select></label><button>Re-prioritise</button></form>
+    <form data-act="priority" class="act"><label>Priority <select name="priority">${PRIORITIES.map((p) => `<option ${p === inc.priority ? "selected" : ""}>${p}</option>`).join("")}</select></label><button>Re-prioritise</button></form>
     <form data-act="pin" class="act"><label>Crew <select name="crew_id" required>${crews.map((c) => `<option ${c === inc.crew_id ? "selected" : ""}>${esc(c)}</option>`).join("")}</select></label><button>Pin to crew</button></form>
     <form data-act="duplicate" class="act"><label>Duplicate of <input name="duplicate_of" list="near-${esc(inc.incident_id)}" required placeholder="incident id" /></label>
       <datalist id="near-${esc(inc.incident_id)}">${near.map(({ o, d }) => `<option value="${esc(o.incident_id)}">${esc(categoryName(o.category))} ${o.priority}, ${Math.round(d * 111000)} m</option>`).join("")}</datalist><button>Mark duplicate</button></form>
@@ -808,10 +829,10 @@ $("panel").addEventListener("submit", async (ev) => {
   button.disabled = true;
   try {
     await api(`/api/incidents/${encodeURIComponent(id)}/${act}`, { method: "POST", json: data });
-    toast(`${label(act)}: sent.`);
+    toast(`${ACTION_NAMES[act] ?? act}: sent.`);
     form.querySelector<HTMLInputElement>("input")?.blur();
   } catch (err) {
-    toast(`${label(act)} failed: ${(err as Error).message}`, true);
+    toast(`${ACTION_NAMES[act] ?? act} failed: ${(err as Error).message}`, true);
   } finally {
     button.disabled = false;
   }

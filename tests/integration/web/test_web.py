@@ -1,0 +1,235 @@
+"""What a dispatcher and a citizen see in the browser, against the running stack."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from geo import load_city
+from tests.integration.web.conftest import DISPATCHER, VIEWER, login
+from tests.integration.web.stack import Stack, incident, wait_until
+
+ROAD_LAYERS_JS = "window.cityfix.ROAD_LAYERS"
+MAP_IDLE_JS = "window.cityfix.map.loaded() && window.cityfix.map.areTilesLoaded()"
+
+
+def _centre(stack: Stack) -> tuple[float, float]:
+    w, s, e, n = stack.bounds
+    return (s + n) / 2, (w + e) / 2
+
+
+def _road_point(stack: Stack, k: int = 0) -> tuple[float, float]:
+    """(lat, lon) of the ``k``-th road node nearest the middle of the map."""
+    graph = load_city(stack.settings.geo, "aguascalientes")
+    lat, lon = _centre(stack)
+    d = np.hypot(graph.node_lat - lat, (graph.node_lon - lon) * np.cos(np.radians(lat)))
+    i = int(np.argsort(d)[k])
+    return float(graph.node_lat[i]), float(graph.node_lon[i])
+
+
+def _rendered(page, layers: str) -> int:
+    return page.evaluate(f"window.cityfix.map.queryRenderedFeatures({{layers: {layers}}}).length")
+
+
+def test_the_map_shows_the_road_network_and_the_incidents(stack: Stack, page) -> None:
+    lat, lon = _centre(stack)
+    inc = incident(lat, lon, priority="P1")
+    stack.produce_incident(inc)
+    tiles: list[tuple[int, str]] = []
+    page.on(
+        "response",
+        lambda r: (
+            tiles.append((r.status, r.headers.get("content-type", "")))
+            if "/tiles/roads/" in r.url
+            else None
+        ),
+    )
+
+    login(page, stack)
+    page.wait_for_function(MAP_IDLE_JS, timeout=30_000)
+
+    assert any(s == 200 and "vector-tile" in ct for s, ct in tiles), tiles
+    assert _rendered(page, ROAD_LAYERS_JS) > 0, "no road drawn"
+    sel = f'#incident-list li[data-id="{inc.incident_id}"]'
+    page.wait_for_selector(sel, timeout=10_000)
+    page.wait_for_function(
+        "window.cityfix.map.queryRenderedFeatures({layers: ['incidents', 'clusters']}).length > 0",
+        timeout=10_000,
+    )
+    assert not page.errors, page.errors
+
+    # Keyboard only: the list item opens the panel, Escape closes it.
+    page.focus(sel)
+    page.keyboard.press("Enter")
+    panel = page.locator("#panel")
+    panel.wait_for(state="visible")
+    assert "Pothole" in panel.inner_text()
+    assert panel.locator("a", has_text="photo").get_attribute("href") == (
+        "https://example.org/photo.jpg"
+    )
+    assert "Category severity" in panel.inner_text()
+    page.keyboard.press("Escape")
+    panel.wait_for(state="hidden")
+
+
+def test_a_new_incident_appears_live_within_two_seconds(stack: Stack, page) -> None:
+    login(page, stack)
+    page.wait_for_function("window.cityfix.state.live && window.cityfix.state.liveMessages > 0")
+    page.evaluate("window.__sameDocument = true")
+    lat, lon = _centre(stack)
+    inc = incident(
+        lat + 0.001, lon + 0.001, priority="P3", category="streetlight_out", family="lighting"
+    )
+
+    on_kafka = stack.produce_incident(inc)
+    page.wait_for_selector(f'#incident-list li[data-id="{inc.incident_id}"]', timeout=2_000)
+    seen_after_s = time.monotonic() - on_kafka
+
+    assert seen_after_s < 2.0, seen_after_s
+    assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+    state = page.evaluate(f"window.cityfix.state.incidents.get('{inc.incident_id}').priority")
+    assert state == "P3"
+
+
+def test_a_viewer_sees_no_actions(stack: Stack, page) -> None:
+    lat, lon = _centre(stack)
+    inc = incident(lat - 0.001, lon, priority="P4")
+    stack.produce_incident(inc)
+    login(page, stack, VIEWER)
+    page.locator(f'#incident-list li[data-id="{inc.incident_id}"]').click()
+    page.locator("#panel").wait_for(state="visible")
+    assert page.locator("#panel form[data-act]").count() == 0
+    assert "viewer" in page.locator("#panel").inner_text()
+
+
+# --- with the pipeline --------------------------------------------------------------------
+
+
+def _crew_messages(crew_id: str, lat: float, lon: float) -> list[tuple[str, dict]]:
+    now = datetime.now(UTC).isoformat()
+    return [
+        (
+            f"cityfix/v1/crews/{crew_id}/status",
+            {"v": 1, "crew_id": crew_id, "status": "available", "incident_id": None, "at": now},
+        ),
+        (
+            f"cityfix/v1/crews/{crew_id}/position",
+            {"v": 1, "crew_id": crew_id, "lat": lat, "lon": lon, "at": now, "heading_deg": 90.0},
+        ),
+    ]
+
+
+def _report(lat: float, lon: float, category: str = "pothole") -> tuple[str, dict]:
+    report_id = str(uuid.uuid4())
+    return (
+        f"cityfix/v1/reports/web-test-{report_id[:8]}",
+        {
+            "v": 1,
+            "report_id": report_id,
+            "category": category,
+            "lat": lat,
+            "lon": lon,
+            "reported_at": datetime.now(UTC).isoformat(),
+            "description": "Deep pothole (browser test)",
+            "media_url": None,
+            "asset_id": None,
+        },
+    )
+
+
+def _plan_of(page, crew_id: str) -> list[str]:
+    return page.evaluate(
+        f"(window.cityfix.state.assignments.get('{crew_id}')?.stops ?? []).map(s => s.incident_id)"
+    )
+
+
+def test_pinning_an_incident_changes_the_crews_plan(pipeline: Stack, page) -> None:
+    uid = uuid.uuid4().hex[:6]
+    crews = [f"crew-web-{uid}-a", f"crew-web-{uid}-b"]
+    lat, lon = _road_point(pipeline, 0)
+    messages = []
+    for k, crew in enumerate(crews):
+        messages += _crew_messages(crew, *_road_point(pipeline, 5 + 10 * k))
+    pipeline.mqtt_publish(messages)
+    topic, report = _report(lat, lon)
+    pipeline.mqtt_publish([(topic, report)])
+
+    login(page, pipeline, DISPATCHER)
+    # The report becomes an incident, and the dispatcher gives it to one of the crews.
+    inc_id = wait_until(
+        lambda: page.evaluate(
+            "[...window.cityfix.state.incidents.values()].find(i => (i.evidence ?? [])"
+            f".some(e => e.id === '{report['report_id']}'))?.incident_id"
+        ),
+        60,
+        "the report's incident",
+    )
+    first = wait_until(
+        lambda: next((c for c in crews if inc_id in _plan_of(page, c)), None),
+        60,
+        "a plan with the incident",
+    )
+    other = crews[1 - crews.index(first)]
+    page.screenshot(path=str(pipeline_artifact("pin-before.png")))
+
+    page.locator(f'#incident-list li[data-id="{inc_id}"]').click()
+    pin_form = page.locator("#panel form[data-act=pin]")
+    pin_form.locator("select").select_option(other)
+    pin_form.get_by_role("button", name="Pin to crew").click()
+    page.locator("#toast", has_text="sent").wait_for(timeout=10_000)
+
+    wait_until(lambda: inc_id in _plan_of(page, other), 60, f"{other}'s plan to take {inc_id}")
+    assert inc_id not in _plan_of(page, first)
+    # The crew list shows the new plan with an ETA.
+    page.get_by_role("tab", name="Crews").click()
+    page.locator(f'#crew-list li[data-id="{other}"]').click()
+    stop = page.locator(f'#crew-list li[data-id="{other}"] li[data-stop="{inc_id}"]')
+    stop.wait_for(timeout=10_000)
+    assert ":" in stop.locator(".eta").inner_text()
+
+
+def pipeline_artifact(name: str):
+    from tests.integration.web.stack import ARTIFACTS
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / name
+
+
+def test_a_citizen_report_from_the_page_becomes_an_incident(streams: Stack, page) -> None:
+    pipeline = streams
+    lat, lon = _road_point(pipeline, 3)
+    page.goto(f"{pipeline.base_url}/report")
+    page.wait_for_function("window.cityfix && window.cityfix.ready === true", timeout=30_000)
+    page.get_by_label("What is the problem?").select_option("pothole")
+    page.evaluate(f"window.cityfix.map.jumpTo({{center: [{lon}, {lat}], zoom: 17}})")
+    page.get_by_role("button", name="Pin the map centre").click()
+    page.get_by_label("Describe it").fill("Pothole reported from the web page")
+    page.get_by_role("button", name="Send report").click()
+
+    item = page.locator("#mine li[data-request]").first
+    item.wait_for(timeout=10_000)
+    request_id = item.get_attribute("data-request")
+    assert request_id
+    # The page polls Open311 until the report has joined an incident.
+    page.locator(f'#mine li[data-request="{request_id}"]:not([data-incident=""])').wait_for(
+        timeout=60_000
+    )
+    incident_id = page.locator(f'#mine li[data-request="{request_id}"]').get_attribute(
+        "data-incident"
+    )
+    token = pipeline.token(*DISPATCHER)
+    with pipeline.http() as h:
+        r = h.get(f"/api/incidents/{incident_id}", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    assert any(e["id"] == request_id for e in r.json()["evidence"])
+
+
+@pytest.mark.parametrize("query", ["?wall=1"])
+def test_wall_mode_uses_bigger_type(stack: Stack, page, query: str) -> None:
+    login(page, stack, query=query)
+    size = page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)")
+    assert size >= 20
