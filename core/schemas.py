@@ -245,6 +245,10 @@ class Incident(_Message):
     crew_id: str | None = None
     merged_into: str | None = None
     manual_priority: Priority | None = None
+    # What the fix needs, from the fault family: read by the dispatcher.
+    skill: str | None = None
+    service_s: float | None = Field(None, ge=0)
+    materials: dict[str, int] = Field(default_factory=dict)
 
 
 class Stop(_Message):
