@@ -57,9 +57,13 @@ def _cursor(db: Db) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
         db.commit()
 
 
-def _fetch(db: Db, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+def _fetch(
+    db: Db, query: str, params: Sequence[Any] | dict[str, Any] = (), *, custom_plan: bool = False
+) -> list[dict[str, Any]]:
+    # Queries whose selectivity depends on the values (a bounding box, a date range) are
+    # never prepared: a generic plan chosen for "any box" can be 30x slower for a small one.
     with _cursor(db) as cur:
-        cur.execute(query.encode(), params)
+        cur.execute(query.encode(), params, prepare=False if custom_plan else None)
         return cur.fetchall() if cur.description else []
 
 
@@ -121,6 +125,7 @@ def open_incidents(
         f"SELECT {_INCIDENT_COLS} FROM incidents WHERE {' AND '.join(where)} "  # noqa: S608 - fixed identifiers; values are bound
         "ORDER BY priority, opened_at LIMIT %(limit)s",
         params,
+        custom_plan=True,
     )
     return {"type": "FeatureCollection", "features": [_feature(r) for r in found]}
 
@@ -226,15 +231,25 @@ def kpis(db: Db, *, now: datetime | None = None, days: int = 7) -> dict[str, Any
 
 
 def reports_per_hour(
-    db: Db, since: datetime, until: datetime, *, category: Sequence[str] | None = None
+    db: Db,
+    since: datetime,
+    until: datetime,
+    *,
+    by: Literal["category", "district", "both"] = "category",
+    category: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Reports per hour by category and district, from the aggregate."""
+    """Reports per hour from the aggregate, by category, by district, or by both.
+
+    Rows carry ``bucket``, ``reports`` and the grouping column(s).
+    """
+    keys = {"category": "category", "district": "district", "both": "category, district"}[by]
     return _fetch(
         db,
-        "SELECT bucket, category, district, reports FROM reports_hourly "
-        "WHERE bucket >= %s AND bucket < %s AND (%s::text[] IS NULL OR category = ANY(%s)) "
-        "ORDER BY bucket, category, district",
-        (since, until, list(category) if category else None, list(category) if category else None),
+        f"SELECT bucket, {keys}, sum(reports)::bigint AS reports FROM reports_hourly "  # noqa: S608
+        "WHERE bucket >= %(since)s AND bucket < %(until)s "
+        "AND (%(cats)s::text[] IS NULL OR category = ANY(%(cats)s)) "
+        f"GROUP BY bucket, {keys} ORDER BY bucket, {keys}",
+        {"since": since, "until": until, "cats": list(category) if category else None},
     )
 
 
@@ -323,6 +338,7 @@ def requests(
         _REQUEST_SELECT + clause
         + " ORDER BY r.reported_at DESC, r.report_id LIMIT %(limit)s OFFSET %(offset)s",
         params,
+        custom_plan=True,
     )
 
 

@@ -69,7 +69,7 @@ def test_kpis_come_from_the_aggregates(city) -> None:
     assert k["sla_today"] == {"resolved": 1, "met": 1, "ratio": 1.0}
     hours = queries.incidents_per_hour(city, T0 - timedelta(hours=1), T0 + timedelta(hours=2))
     assert sum(h["opened"] for h in hours) == 3 and sum(h["resolved"] for h in hours) == 1
-    per_hour = queries.reports_per_hour(city, T0, T0 + timedelta(hours=1))
+    per_hour = queries.reports_per_hour(city, T0, T0 + timedelta(hours=1), by="both")
     assert sum(r["reports"] for r in per_hour) == 6
 
 
