@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
+import pyproj
+import shapely
 from numpy.typing import NDArray
 
 M_PER_DEG_LAT = 110_574.0
@@ -71,7 +74,12 @@ class CityMap:
             major.append(np.full(len(coords) - 1, highway in MAJOR_ROADS))
         a_lat, a_lon = np.concatenate(lat0), np.concatenate(lon0)
         b_lat, b_lon = np.concatenate(lat1), np.concatenate(lon1)
-        inside = np.asarray(graph.snap(a_lat, a_lon).ok) & np.asarray(graph.snap(b_lat, b_lon).ok)
+        area = graph.service_area
+        shapely.prepare(area)
+        to_xy = pyproj.Transformer.from_crs("EPSG:4326", graph.crs, always_xy=True)
+        ax, ay = to_xy.transform(a_lon, a_lat)
+        bx, by = to_xy.transform(b_lon, b_lat)
+        inside = shapely.contains_xy(area, ax, ay) & shapely.contains_xy(area, bx, by)
         return cls(
             name=str(graph.name),
             lat0=a_lat[inside],
@@ -97,7 +105,7 @@ class CityMap:
         lats = np.concatenate([self.lat0, self.lat1])
         return float(lons.min()), float(lats.min()), float(lons.max()), float(lats.max())
 
-    @property
+    @cached_property
     def length_m(self) -> NDArray[np.float64]:
         """Length of each segment, metres."""
         k = m_per_deg_lon(self.centre[0])
@@ -105,25 +113,39 @@ class CityMap:
         dy = (self.lat1 - self.lat0) * M_PER_DEG_LAT
         return np.hypot(dx, dy)
 
+    @cached_property
+    def _mid(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        return (self.lat0 + self.lat1) / 2, (self.lon0 + self.lon1) / 2
+
     def distance_m(self, lat: float, lon: float) -> NDArray[np.float64]:
         """Distance from a point to each segment's midpoint, metres."""
-        k = m_per_deg_lon(lat)
-        mid_lat = (self.lat0 + self.lat1) / 2
-        mid_lon = (self.lon0 + self.lon1) / 2
-        return np.hypot((mid_lon - lon) * k, (mid_lat - lat) * M_PER_DEG_LAT)
+        mid_lat, mid_lon = self._mid
+        return np.hypot((mid_lon - lon) * m_per_deg_lon(lat), (mid_lat - lat) * M_PER_DEG_LAT)
 
     # -- sampling -------------------------------------------------------------------
+    @cached_property
+    def _cum_length_m(self) -> NDArray[np.float64]:
+        return np.cumsum(self.length_m)
+
+    @cached_property
+    def _cum_major_m(self) -> NDArray[np.float64]:
+        return np.cumsum(np.where(self.major, self.length_m, 0.0))
+
     def sample_point(
         self, rng: np.random.Generator, mask: NDArray[np.bool_] | None = None
     ) -> tuple[float, float]:
         """A uniformly random point on the streets (``mask`` limits the segments)."""
-        weights = self.length_m.copy()
-        if mask is not None and mask.any():
-            weights = np.where(mask, weights, 0.0)
-        total = float(weights.sum())
-        if total <= 0:
-            weights, total = np.ones_like(weights), float(len(weights))
-        seg = int(rng.choice(len(weights), p=weights / total))
+        if mask is None or not mask.any():
+            cum = self._cum_length_m
+        elif mask is self.major:
+            cum = self._cum_major_m
+        else:
+            cum = np.cumsum(np.where(mask, self.length_m, 0.0))
+        if cum[-1] <= 0:
+            cum = np.arange(1.0, len(cum) + 1.0)
+        seg = min(
+            int(np.searchsorted(cum, float(rng.random()) * cum[-1], side="right")), len(cum) - 1
+        )
         t = float(rng.random())
         return (
             float(self.lat0[seg] + t * (self.lat1[seg] - self.lat0[seg])),

@@ -88,8 +88,9 @@ def place_fleet(cfg: SensorsConfig, city: CityMap, rng: np.random.Generator) -> 
         devices.append(Device(f"road-{i + 1:03d}", DeviceKind.ROAD_SURFACE, lat, lon))
     for i in range(cfg.streetlight_controllers):
         lat, lon = city.sample_point(rng)
+        near = city.distance_m(lat, lon) <= 150.0
         lamps = tuple(
-            Asset(f"LAMP-{i + 1:03d}-{j + 1:02d}", *city.sample_near(rng, lat, lon, 150.0))
+            Asset(f"LAMP-{i + 1:03d}-{j + 1:02d}", *city.sample_point(rng, near))
             for j in range(cfg.lamps_per_controller)
         )
         devices.append(Device(f"lampctl-{i + 1:03d}", DeviceKind.STREETLIGHT, lat, lon, lamps))
