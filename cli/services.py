@@ -232,8 +232,11 @@ class Mosquitto:
 
     def up(self) -> str:
         """Start the broker unless it already runs; wait until it accepts a login."""
-        pid = _read_pid(self.pidfile)
-        if _pid_alive(pid) and self._answers():
+        if _pid_alive(_read_pid(self.pidfile)):
+            # Running already; a busy machine may just be slow to answer.
+            self._configure()
+            mosquitto.reload_broker(self.s)
+            _wait(self._answers, "mosquitto", 20)
             return "already running"
         ensure_packages("mosquitto")
         self._configure()
@@ -363,8 +366,8 @@ class Kafka:
 
     def up(self) -> str:
         """Start the broker unless it already runs; create the topics."""
-        pid = _read_pid(self.pidfile)
-        if _pid_alive(pid) and self._answers():
+        if _pid_alive(_read_pid(self.pidfile)):
+            _wait(self._answers, "kafka", 60)
             asyncio.run(self.create_topics())
             return "already running"
         self._fetch_jars()
