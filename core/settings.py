@@ -108,6 +108,10 @@ class DispatchSettings(BaseModel):
     reshuffle_penalty_s: int = Field(600, ge=0)
     lateness_cost_per_s: int = Field(1, ge=0)
     drop_penalty_base_s: int = Field(24 * 3600, ge=0)
+    # When an incident or a crew leaves these out of its message.
+    default_service_s: float = Field(45 * 60.0, ge=0)
+    default_shift_s: float = Field(8 * 3600.0, gt=0)
+    client_id: str = "cityfix-dispatch"
 
 
 class IngestSettings(BaseModel):
