@@ -321,7 +321,9 @@ class Demo:
             f"[bold]sim time[/bold] {sim}",
             f"[bold]reports[/bold] {t.reports}",
             f"[bold]alerts[/bold] {t.alerts}",
-            f"[bold]incidents[/bold] {t.incidents_open} open / {t.incidents_resolved} resolved",
+        )
+        stats.add_row(
+            f"[bold]incidents[/bold] {t.incidents_open} open, {t.incidents_resolved} resolved",
             f"[bold]assignments[/bold] {t.assignments}",
             f"[bold]crews busy[/bold] {t.crews_busy}",
         )
