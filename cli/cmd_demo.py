@@ -419,12 +419,12 @@ async def _run(settings: Settings, opts: DemoOptions, console: Console) -> dict[
     from cli import services
     from cli.cmd_simulate import ensure_identities
     from simulators.runner import identities_needed
-    from simulators.scenario import load_scenario
+    from simulators.scenario import DEFAULT_SCENARIO, load_scenario
     from simulators.summary import summarise
 
     scenario = load_scenario(opts.scenario, city=opts.city)
     city = scenario.city
-    scenario_path = str((opts.scenario or Path("scenarios/porto.yaml")).resolve())
+    scenario_path = str((opts.scenario or DEFAULT_SCENARIO).resolve())
     console.print(
         f"[bold]cityfix demo[/bold]: scenario {scenario.name}, city {city}, "
         f"x{scenario.clock_factor:g} simulated time"
