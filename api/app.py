@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, routes_dispatch, routes_live, routes_open311, routes_ops
 from api import map as web_map
+from api.metrics import Metrics
 from api.service import ApiService
 from core.settings import Settings
 
@@ -79,6 +80,17 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class _Metered:
+    """Wrap the app in the service's metrics middleware."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = metrics.middleware(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, counted and timed."""
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings, service: ApiService | None = None) -> FastAPI:
     """Build the application; ``service`` may be given (tests), else one is made."""
     service = service or ApiService(settings)
@@ -106,7 +118,7 @@ def create_app(settings: Settings, service: ApiService | None = None) -> FastAPI
     app.include_router(routes_live.router)
     app.include_router(routes_ops.router)
     app.include_router(web_map.build_router(settings))
-    app.middleware("http")(service.metrics.middleware)
+    app.add_middleware(_Metered, metrics=service.metrics)
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -34,11 +34,17 @@ class Caller:
 
 
 async def authenticate(service: ApiService, token: str | None) -> Caller:
-    """The user behind a bearer token, as stored now (removed or disabled users fail)."""
+    """The user behind a bearer token, as stored now (removed or disabled users fail).
+
+    The user row is remembered for ``settings.api.user_cache_s`` so a busy map client
+    does not cost a query per request; changes made through the API apply at once, a
+    removal by the CLI within that time.
+    """
     if not token:
         raise InvalidToken("missing bearer token")
     claims = read_token(token, secret=service.settings.api.secret_key.get_secret_value())
-    user = await service.db(queries.user_by_name, claims.username)
+    user = await service.user(claims.username, lambda: service.db(queries.user_by_name,
+                                                                 claims.username))
     if user is None or user["disabled"]:
         raise InvalidToken("unknown or disabled user")
     return Caller(user["username"], Role(user["role"]))

@@ -18,13 +18,13 @@ Messages sent (JSON text frames):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from core import topics
 from core.errors import InvalidMessage
@@ -83,8 +83,9 @@ Send = Callable[[bytes], Awaitable[None]]
 class LiveFeed:
     """One client's feed: a group-less consumer of the incidents and assignments topics."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, streams: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.streams = streams or STREAMS
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka.bootstrap,
             group_id=None,
@@ -92,16 +93,24 @@ class LiveFeed:
             auto_offset_reset="earliest",
             client_id="cityfix-api-live",
         )
-        self._topic_name = {t: n for n, t in STREAMS.items()}
-        self.cursor: Cursor = {name: {} for name in STREAMS}
+        self._topic_name = {t: n for n, t in self.streams.items()}
+        self.cursor: Cursor = {name: {} for name in self.streams}
 
     async def _partitions(self) -> list[TopicPartition]:
-        await self.consumer.topics()  # refresh metadata for every topic
-        out = []
-        for topic in STREAMS.values():
-            for p in sorted(self.consumer.partitions_for_topic(topic) or ()):
-                out.append(TopicPartition(topic, p))
-        return out
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.kafka.bootstrap, client_id="cityfix-api-live"
+        )
+        await admin.start()
+        try:
+            described = await admin.describe_topics(list(self.streams.values()))
+        finally:
+            await admin.close()
+        return sorted(
+            TopicPartition(t["topic"], p["partition"])
+            for t in described
+            if t["error_code"] == 0
+            for p in t["partitions"]
+        )
 
     async def run(self, send: Send, cursor: Cursor | None) -> None:
         """Send a snapshot (no cursor) or the replay after ``cursor``, then live changes."""
@@ -116,7 +125,7 @@ class LiveFeed:
                     name = self._topic_name[tp.topic]
                     offset = cursor.get(name, {}).get(tp.partition)
                     if offset is None:
-                        self.consumer.seek_to_beginning(tp)
+                        await self.consumer.seek_to_beginning(tp)
                         offset = (await self.consumer.beginning_offsets([tp]))[tp]
                     else:
                         self.consumer.seek(tp, offset)
@@ -142,10 +151,10 @@ class LiveFeed:
 
     async def _snapshot(self, send: Send, tps: list[TopicPartition]) -> None:
         end = await self.consumer.end_offsets(tps)
-        state: dict[str, dict[str, Any]] = {name: {} for name in STREAMS}
+        state: dict[str, dict[str, Any]] = {name: {} for name in self.streams}
         pending = {tp for tp in tps if end[tp] > 0}
         for tp in tps:
-            self.consumer.seek_to_beginning(tp)
+            await self.consumer.seek_to_beginning(tp)
             self.cursor[self._topic_name[tp.topic]][tp.partition] = end[tp]
         while pending:
             batch = await self.consumer.getmany(*pending, timeout_ms=1000, max_records=5000)
@@ -175,12 +184,3 @@ class LiveFeed:
                 }
             )
         )
-
-
-async def run_feed(settings: Settings, send: Send, cursor: Cursor | None) -> None:
-    """Run one client's feed until cancelled."""
-    feed = LiveFeed(settings)
-    try:
-        await feed.run(send, cursor)
-    except asyncio.CancelledError:
-        raise

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class Metrics:
@@ -49,14 +47,29 @@ class Metrics:
             "cityfix_api_live_clients", "Connected live-push clients", registry=self.registry
         )
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """Count and time every HTTP request by its route template."""
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", None) or "unmatched"
-        self.requests.labels(name, request.method, str(response.status_code)).inc()
-        self.latency.labels(name, request.method).observe(time.perf_counter() - t0)
-        return response
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """ASGI middleware counting and timing every HTTP request by its route template."""
+
+        async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            t0 = time.perf_counter()
+            status = 500
+
+            async def sending(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, sending)
+            finally:
+                route = scope.get("route")
+                name = getattr(route, "path", None) or "unmatched"
+                method = scope.get("method", "")
+                self.requests.labels(name, method, str(status)).inc()
+                self.latency.labels(name, method).observe(time.perf_counter() - t0)
+
+        return wrapped

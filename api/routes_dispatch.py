@@ -11,11 +11,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 
 from api import commands
 from api.auth import DUMMY_HASH, InvalidToken, Role, hash_password, issue_token, verify_password
+from api.cache import Rendered
 from api.deps import Admin, Dispatcher, Service, Viewer
 from api.models import (
     Accepted,
@@ -118,8 +119,9 @@ def _enum_list(value: str | None, enum: Any, name: str) -> list[str] | None:
     return items
 
 
-@router.get("/incidents", responses={200: {"model": FeatureCollection}, 422: _P, **_READ})
+@router.get("/incidents", responses={200: {"model": FeatureCollection}, **_READ})
 async def incidents(
+    request: Request,
     service: Service,
     caller: Viewer,
     status: Annotated[str | None, Query(description="Comma-separated; default: active.")] = None,
@@ -132,18 +134,31 @@ async def incidents(
     until: Annotated[datetime | None, Query(description="opened_at before (with zone).")] = None,
     limit: Annotated[int, Query(ge=1, le=20000)] = 10000,
 ) -> Response:
-    """Incidents as a GeoJSON FeatureCollection, most urgent first."""
-    doc = await service.db(
-        queries.open_incidents,
-        status=_enum_list(status, IncidentStatus, "status"),
-        priority=_enum_list(priority, Priority, "priority"),
-        category=_enum_list(category, Category, "category"),
-        district=_csv(district),
-        since=since,
-        until=until,
-        limit=limit,
-    )
-    return _json(doc)
+    """Incidents as a GeoJSON FeatureCollection, most urgent first.
+
+    Answers are shared for ``settings.api.answer_cache_s`` and carry an ETag; send
+    ``Accept-Encoding: gzip`` for the compressed form.
+    """
+    filters = {
+        "status": _enum_list(status, IncidentStatus, "status"),
+        "priority": _enum_list(priority, Priority, "priority"),
+        "category": _enum_list(category, Category, "category"),
+        "district": _csv(district),
+        "since": since,
+        "until": until,
+        "limit": limit,
+    }
+
+    def render(pool: Any) -> Rendered:  # in a worker thread: query, encode, compress
+        doc = queries.open_incidents(pool, **filters)
+        return Rendered.of(orjson.dumps(doc), "application/json")
+
+    async def make() -> Rendered:
+        rendered: Rendered = await service.db(render)
+        return rendered
+
+    rendered = await service.cache.get("incidents:" + repr(sorted(filters.items())), make)
+    return rendered.respond(request)
 
 
 @router.get(
@@ -362,5 +377,6 @@ async def remove_user(username: str, service: Service, caller: Admin) -> Respons
     """Remove a user (their tokens stop working at once)."""
     if not await service.db(api_queries.remove_user, username):
         raise NotFound(f"no user {username!r}")
+    service.forget_users()
     log.info("user removed", extra={"username": username, "by": caller.username})
     return Response(status_code=204)

@@ -58,7 +58,7 @@ async def live(ws: WebSocket) -> None:
         return
     log.info("live client connected", extra={"user": caller.username, "resume": cursor is not None})
     service.metrics.live_clients.inc()
-    feed = LiveFeed(service.settings)
+    feed = LiveFeed(service.settings, service.live_topics)
 
     async def send(data: bytes) -> None:
         await ws.send_text(data.decode())

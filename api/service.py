@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +24,7 @@ from aiokafka.errors import KafkaError
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
+from api.cache import AnswerCache
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
 from core import topics
@@ -92,8 +95,15 @@ class MqttPublisher:
 class ApiService:
     """Everything the routes need that talks to a server."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        live_topics: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        # The topics live push follows (``api.live.STREAMS``; tests point it elsewhere).
+        self.live_topics = live_topics
         self.clock = clock or settings.make_clock()
         self.pool: ConnectionPool | None = None
         self.mqtt = MqttPublisher(settings)
@@ -103,6 +113,9 @@ class ApiService:
         self.address_limiter = RateLimiter(settings.api.post_rate_per_address_per_min, 60.0)
         self.started_at = self.clock.now()
         self.metrics = Metrics()
+        self.cache = AnswerCache(settings.api.answer_cache_s)
+        self._users: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._user_loads: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
 
     # --- life --------------------------------------------------------------------------
 
@@ -220,6 +233,32 @@ class ApiService:
             except (ServiceUnavailable, KafkaError, OSError) as exc:
                 out[name] = str(exc) or type(exc).__name__
         return out
+
+    async def user(
+        self, username: str, load: Callable[[], Awaitable[dict[str, Any] | None]]
+    ) -> dict[str, Any] | None:
+        """A user row, remembered for ``settings.api.user_cache_s`` (one load at a time)."""
+        now = time.monotonic()
+        hit = self._users.get(username)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        pending = self._user_loads.get(username)
+        if pending is None:
+            pending = asyncio.ensure_future(load())
+            self._user_loads[username] = pending
+            try:
+                row = await asyncio.shield(pending)
+            finally:
+                self._user_loads.pop(username, None)
+            if len(self._users) > 10_000:
+                self._users.clear()
+            self._users[username] = (time.monotonic() + self.settings.api.user_cache_s, row)
+            return row
+        return await asyncio.shield(pending)
+
+    def forget_users(self) -> None:
+        """Drop remembered users (after a change to users)."""
+        self._users.clear()
 
     def now(self) -> datetime:
         """The shared clock's now."""

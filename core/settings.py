@@ -139,6 +139,8 @@ class ApiSettings(BaseModel):
     readiness_timeout_s: float = Field(2.0, gt=0)
     pg_pool_max: int = Field(10, ge=1)
     static_dir: Path = Path("api/static/dist")
+    answer_cache_s: float = Field(1.0, ge=0)
+    user_cache_s: float = Field(2.0, ge=0)
 
 
 class ClockSettings(BaseModel):

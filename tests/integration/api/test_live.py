@@ -1,0 +1,141 @@
+"""Live push over WebSocket: snapshot, live changes, and a resume that loses nothing.
+
+The feed follows topics of this test's own (same shape as ``incidents``/``assignments``),
+so the shared topics other services consume are left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+import warnings
+from datetime import timedelta
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from api.app import create_app
+from api.service import ApiService
+from core.schemas import dumps
+
+from .helpers import incident, now
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+
+@pytest.fixture(scope="module")
+def live_topics(api_settings):
+    uid = uuid.uuid4().hex[:8]
+    names = {"incidents": f"test.api.incidents.{uid}", "assignments": f"test.api.assignments.{uid}"}
+
+    async def create():
+        admin = AIOKafkaAdminClient(bootstrap_servers=api_settings.kafka.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(names["incidents"], 3, 1), NewTopic(names["assignments"], 2, 1)]
+            )
+        finally:
+            await admin.close()
+
+    async def delete():
+        admin = AIOKafkaAdminClient(bootstrap_servers=api_settings.kafka.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics(list(names.values()))
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    yield names
+    asyncio.run(delete())
+
+
+@pytest.fixture(scope="module")
+def live_client(api_settings, live_topics):
+    service = ApiService(api_settings, live_topics=live_topics)
+    with TestClient(create_app(api_settings, service)) as c:
+        yield c
+
+
+def produce(settings, topic: str, *incidents) -> None:
+    async def run():
+        p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=True)
+        await p.start()
+        try:
+            for inc in incidents:
+                await p.send_and_wait(topic, dumps(inc), key=inc.incident_id.encode())
+        finally:
+            await p.stop()
+
+    asyncio.run(run())
+
+
+def receive_until(ws, pred, limit=200):
+    for _ in range(limit):
+        msg = json.loads(ws.receive_text())
+        if pred(msg):
+            return msg
+    raise AssertionError("message not received")
+
+
+@pytest.mark.timeout(90)
+def test_snapshot_then_live_then_resume_without_loss(live_client, live_topics, api_settings, users):
+    t0 = now()
+    ids = [f"inc-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    mk = lambda i, s="open": incident(
+        ids[i],
+        [],
+        [("open", t0, None)]
+        if s == "open"
+        # noqa: E731
+        else [("open", t0, None), (s, t0 + timedelta(minutes=1), None)],
+    )
+    produce(api_settings, live_topics["incidents"], mk(0), mk(1))
+    token = users.tokens["viewer"]
+    with live_client.websocket_connect(f"/api/live?token={token}") as ws:
+        snap = json.loads(ws.receive_text())
+        assert snap["type"] == "snapshot"
+        assert {i["incident_id"] for i in snap["incidents"]} == {ids[0], ids[1]}
+        assert sum(snap["cursor"]["incidents"].values()) == 2
+        produce(api_settings, live_topics["incidents"], mk(0, "assigned"))
+        change = receive_until(ws, lambda m: m["type"] == "incident")
+        assert change["key"] == ids[0] and change["data"]["status"] == "assigned"
+        cursor = change["cursor"]
+    # while the client is away, three changes happen
+    produce(api_settings, live_topics["incidents"], mk(2), mk(3), mk(1, "resolved"))
+    with live_client.websocket_connect(
+        f"/api/live?token={token}&cursor={json.dumps(cursor)}"
+    ) as ws:
+        got = [json.loads(ws.receive_text()) for _ in range(3)]
+        assert all(m["type"] == "incident" for m in got)  # no snapshot when resuming
+        assert {(m["key"], m["data"]["status"]) for m in got} == {
+            (ids[2], "open"),
+            (ids[3], "open"),
+            (ids[1], "resolved"),
+        }
+        assert sum(got[-1]["cursor"]["incidents"].values()) >= 6 - 1
+
+
+@pytest.mark.timeout(60)
+def test_token_as_first_message_and_refusals(live_client, users):
+    with live_client.websocket_connect("/api/live") as ws:
+        ws.send_text(json.dumps({"token": users.tokens["dispatcher"]}))
+        assert json.loads(ws.receive_text())["type"] == "snapshot"
+    with (
+        live_client.websocket_connect("/api/live?token=forged") as ws,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        ws.receive_text()
+    assert closed.value.code == 4401
+    with (
+        live_client.websocket_connect("/api/live?cursor=notjson") as ws,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        ws.receive_text()
+    assert closed.value.code == 4400
