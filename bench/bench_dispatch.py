@@ -159,12 +159,24 @@ def run_ours(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="50x10,200x30,500x60", help="JOBSxCREWS,...")
+    parser.add_argument("--sizes", default="50x10,200x30,500x60:1", help="JOBSxCREWS[:SEEDS],...")
     parser.add_argument("--seeds", type=int, default=2, help="instances per size")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="pyvroom threads")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--vroom-cache",
+        type=Path,
+        default=RESULTS.with_name("pyvroom_cache.tmp"),
+        help="reuse pyvroom results for identical instances (pyvroom takes minutes on 500x60)",
+    )
     args = parser.parse_args(argv)
-    sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
+    # "JOBSxCREWS" or "JOBSxCREWS:SEEDS" to override --seeds for one size
+    plan: list[tuple[int, int, int]] = []
+    for spec in args.sizes.split(","):
+        dims, _, n_seeds = spec.partition(":")
+        n_jobs, n_crews = (int(x) for x in dims.split("x"))
+        plan.append((n_jobs, n_crews, int(n_seeds) if n_seeds else args.seeds))
+    sizes = [(j, c) for j, c, _ in plan]
 
     source = MatrixSource()
     print(
@@ -186,10 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(header)
     print("-" * len(header))
-    for n_jobs, n_crews in sizes:
-        for seed in range(args.seeds):
+    for n_jobs, n_crews, n_seeds in plan:
+        for seed in range(n_seeds):
             doc, matrix_ms = instance(n_jobs, n_crews, seed, source)
-            ref = run_pyvroom(doc, args.threads)
+            key = f"{source.kind}|{n_jobs}x{n_crews}|{seed}|{args.threads}"
+            cache = json.loads(args.vroom_cache.read_text()) if args.vroom_cache.exists() else {}
+            if key in cache:
+                ref = cache[key]
+            else:
+                ref = run_pyvroom(doc, args.threads)
+                cache[key] = ref
+                args.vroom_cache.parent.mkdir(parents=True, exist_ok=True)
+                args.vroom_cache.write_text(json.dumps(cache, indent=1))
             results = {"pyvroom": ref}
             for name, method, limit, first in solvers:
                 results[name] = run_ours(doc, method, limit, first)

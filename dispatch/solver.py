@@ -39,13 +39,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
 from core.errors import ConfigError, SolverError
 from dispatch import _schedule
-from dispatch.model import CrewRoute, Plan, Problem, SolverSettings, Unassigned
+from dispatch.baseline import greedy
+from dispatch.model import CrewRoute, Plan, Problem, SolverSettings, Unassigned, UnassignedKind
 
 __all__ = ["solve"]
 
@@ -95,23 +98,20 @@ class _Model:
         locs: list[int | None] = [j.location for j in jobs]
         locs += [o.location for o in elig.origins]
         locs += [c.end for c in crews]
-        service = [j.service_s for j in jobs] + [0] * (2 * n_crews)
-        durations = problem.durations
-        n_nodes = len(locs)
+        service = np.array([j.service_s for j in jobs] + [0] * (2 * n_crews), dtype=np.int64)
         first_end = n_jobs + n_crews
 
-        travel: list[list[int]] = []
-        for a in range(n_nodes):
-            la = locs[a]
-            if a >= first_end or la is None:
-                travel.append([0] * n_nodes)
-                continue
-            row_src = durations[la]
-            travel.append([0 if lb is None else row_src[lb] for lb in locs])
-        time_m = [[service[a] + t for t in row] for a, row in enumerate(travel)]
+        # Rows of end nodes and columns of open ends are zero: nothing leaves an end, and
+        # reaching "wherever the last job is" takes no time.
+        durations = np.asarray(problem.durations, dtype=np.int64)
+        idx = np.array([-1 if loc is None else loc for loc in locs], dtype=np.int64)
+        travel = durations[np.ix_(np.maximum(idx, 0), np.maximum(idx, 0))]
+        travel[:, idx < 0] = 0
+        travel[first_end:, :] = 0
+        time_m = travel + service[:, None]
 
         penalty = settings.reshuffle_penalty_s
-        cost = [row[:] for row in travel]
+        cost = travel.copy()
         self.heading: dict[int, int] = {}
         node_of = {jid: i for i, jid in enumerate(self.job_ids)}
         for v, crew in enumerate(crews):
@@ -119,14 +119,14 @@ class _Model:
                 continue
             j = node_of[crew.heading_to]
             self.heading[j] = v
-            for a in range(n_nodes):
-                if a != starts[v]:
-                    cost[a][j] += penalty
+            own = cost[starts[v], j]
+            cost[:, j] += penalty
+            cost[starts[v], j] = own
 
-        cost_cb = routing.RegisterTransitMatrix(cost)
+        cost_cb = routing.RegisterTransitMatrix(cost.tolist())
         routing.SetArcCostEvaluatorOfAllVehicles(cost_cb)
 
-        time_cb = routing.RegisterTransitMatrix(time_m)
+        time_cb = routing.RegisterTransitMatrix(time_m.tolist())
         shift_ends = [o.shift_end_s for o in elig.origins]
         horizon = max([*shift_ends, 0])
         routing.AddDimensionWithVehicleCapacity(time_cb, horizon, shift_ends, False, "time")
@@ -274,6 +274,20 @@ def solve(problem: Problem, settings: SolverSettings, previous: Plan | None = No
         method="or-tools",
         warm_started=warm,
     )
+    if any(u.kind is UnassignedKind.DROPPED for u in plan.unassigned):
+        # A search cut short (a big instance, a busy machine) can stop at a plan that
+        # leaves out work a greedy pass would do; never return worse than the baseline.
+        baseline = greedy(problem, settings)
+        if baseline.objective < plan.objective:
+            log.warning(
+                "solver plan worse than the greedy baseline; using the baseline",
+                extra={"solver": plan.objective, "baseline": baseline.objective},
+            )
+            plan = replace(
+                baseline,
+                method="greedy (solver fallback)",
+                solve_ms=(time.monotonic() - t0) * 1000,
+            )
     log.info(
         "plan solved",
         extra={
