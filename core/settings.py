@@ -95,13 +95,15 @@ class StreamsSettings(BaseModel):
     publish_request_status: bool = True
     store: str = "rocksdb://"
     app_id: str = "cityfix-streams"
+    broker_session_timeout_s: float = Field(30.0, gt=0)
+    broker_heartbeat_interval_s: float = Field(3.0, gt=0)
 
 
 class DispatchSettings(BaseModel):
     """OR-Tools model and the re-planning loop."""
 
     time_limit_s: float = Field(2.0, gt=0)
-    first_solution: str = "PARALLEL_CHEAPEST_INSERTION"
+    first_solution: str = "LOCAL_CHEAPEST_INSERTION"
     metaheuristic: str = "GUIDED_LOCAL_SEARCH"
     debounce_s: float = Field(1.0, ge=0)
     replan_interval_s: float = Field(60.0, gt=0)
