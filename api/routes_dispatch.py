@@ -47,6 +47,7 @@ _P = {"model": Problem}
 _READ = {
     401: {**_P, "description": "Missing or invalid bearer token."},
     403: {**_P, "description": "The role does not allow this."},
+    422: {**_P, "description": "Invalid parameter or body."},
     503: {**_P, "description": "The database is unavailable."},
 }
 _NOT_FOUND = {404: {**_P, "description": "No such incident or crew."}}

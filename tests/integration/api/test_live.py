@@ -88,14 +88,16 @@ def receive_until(ws, pred, limit=200):
 def test_snapshot_then_live_then_resume_without_loss(live_client, live_topics, api_settings, users):
     t0 = now()
     ids = [f"inc-{uuid.uuid4().hex[:8]}" for _ in range(5)]
-    mk = lambda i, s="open": incident(
-        ids[i],
-        [],
-        [("open", t0, None)]
-        if s == "open"
-        # noqa: E731
-        else [("open", t0, None), (s, t0 + timedelta(minutes=1), None)],
-    )
+
+    def mk(i, s="open"):
+        return incident(
+            ids[i],
+            [],
+            [("open", t0, None)]
+            if s == "open"
+            else [("open", t0, None), (s, t0 + timedelta(minutes=1), None)],
+        )
+
     produce(api_settings, live_topics["incidents"], mk(0), mk(1))
     token = users.tokens["viewer"]
     with live_client.websocket_connect(f"/api/live?token={token}") as ws:
