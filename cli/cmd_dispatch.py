@@ -4,10 +4,13 @@
 input format (from FILE, or stdin when FILE is omitted or ``-``), solves it with the
 OR-Tools model and prints the plan in VROOM's solution format. ``--baseline`` prints the
 greedy plan instead, for comparison.
+
+``cityfix dispatch run`` is the dispatcher service (see ``dispatch.service``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -69,6 +72,14 @@ def solve_cmd(
         _fail(1, str(exc))
         return
     typer.echo(json.dumps(plan_to_vroom(problem, plan, loading_ms=loading_ms)))
+
+
+@dispatch_app.command("run")
+def run_cmd(ctx: typer.Context) -> None:
+    """Run the dispatcher: re-plan crews as incidents and crews change, until SIGTERM."""
+    from dispatch import service  # the service's Kafka and MQTT clients load only here
+
+    asyncio.run(service.run(settings_of(ctx)))
 
 
 def register(app: typer.Typer) -> None:
