@@ -267,7 +267,8 @@ class _CitizenProxy:
                 with contextlib.suppress(Conflict):  # registered meanwhile, or revoked
                     await service.db(queries.create_api_key, CITIZEN_KEY_NAME, key_digest(self.key))
                     _log.info(
-                        "registered the citizen page's API key", extra={"name": CITIZEN_KEY_NAME}
+                        "registered the citizen page's API key",
+                        extra={"key_name": CITIZEN_KEY_NAME},
                     )
             self._registered = True
 

@@ -386,7 +386,7 @@ function renderList(items: Incident[]): void {
   const rows = items.slice(0, LIST_LIMIT).map((inc) => {
     const sla = slaText(inc.expected_at, now);
     const sel = inc.incident_id === state.selected;
-    return `<li role="option" tabindex="0" data-id="${esc(inc.incident_id)}" aria-selected="${sel}" class="${sel ? "sel" : ""}">
+    return `<li role="option" tabindex="-1" data-id="${esc(inc.incident_id)}" aria-selected="${sel}" class="${sel ? "sel" : ""}">
       ${badge(inc.priority, inc.status)}
       <span class="what">${esc(categoryName(inc.category))}</span>
       <span class="st st-${esc(inc.status)}">${esc(label(inc.status))}</span>
@@ -398,10 +398,28 @@ function renderList(items: Incident[]): void {
   if (!items.length) rows.push(`<li class="more" aria-disabled="true">No incidents match.</li>`);
   ul.innerHTML = rows.join("");
   $("count-incidents").textContent = String(items.length);
+  rove(ul, state.selected);
   if (focused) ul.querySelector<HTMLElement>(`li[data-id="${CSS.escape(focused)}"]`)?.focus();
 }
 
+// One tab stop per list (a "roving" tabindex): Tab enters the list at the item last
+// visited, the arrow keys (and Home/End) move within it, Enter or Space opens the item.
+const roving = new Map<HTMLElement, string>();
+function rove(ul: HTMLElement, preferred: string | null): void {
+  const want = roving.get(ul) ?? preferred;
+  const items = ul.querySelectorAll<HTMLElement>("li[data-id]");
+  let current = want ? ul.querySelector<HTMLElement>(`li[data-id="${CSS.escape(want)}"]`) : null;
+  current ??= items[0] ?? null;
+  items.forEach((li) => (li.tabIndex = li === current ? 0 : -1));
+}
+
 function listKeys(ul: HTMLElement, activate: (li: HTMLElement) => void): void {
+  ul.addEventListener("focusin", (ev) => {
+    const li = (ev.target as HTMLElement).closest<HTMLElement>("li[data-id]");
+    if (li?.parentElement !== ul) return;
+    roving.set(ul, li.dataset.id!);
+    ul.querySelectorAll<HTMLElement>("li[data-id]").forEach((x) => (x.tabIndex = x === li ? 0 : -1));
+  });
   ul.addEventListener("click", (ev) => {
     const li = (ev.target as HTMLElement).closest<HTMLElement>("li[data-id]");
     if (li) activate(li);
@@ -412,10 +430,12 @@ function listKeys(ul: HTMLElement, activate: (li: HTMLElement) => void): void {
     if (ev.key === "Enter" || ev.key === " ") {
       ev.preventDefault();
       activate(li);
-    } else if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+    } else if (["ArrowDown", "ArrowUp", "Home", "End"].includes(ev.key)) {
       ev.preventDefault();
-      const next = (ev.key === "ArrowDown" ? li.nextElementSibling : li.previousElementSibling) as HTMLElement | null;
-      if (next?.dataset.id) next.focus();
+      const items = [...ul.querySelectorAll<HTMLElement>(":scope > li[data-id]")];
+      const i = items.indexOf(li);
+      const j = ev.key === "Home" ? 0 : ev.key === "End" ? items.length - 1 : i + (ev.key === "ArrowDown" ? 1 : -1);
+      items[Math.max(0, Math.min(items.length - 1, j))]?.focus();
     }
   });
 }
@@ -439,7 +459,7 @@ function renderCrews(): void {
           return `<li data-stop="${esc(s.incident_id)}">${i + 1}. ${inc ? badge(inc.priority, inc.status) + " " + esc(categoryName(inc.category)) : esc(s.incident_id)}${s.pinned ? " 📌" : ""} <span class="eta">${esc(eta(s.eta, now))}</span></li>`;
         })
         .join("");
-      return `<li tabindex="0" data-id="${esc(id)}" class="crew ${sel ? "sel" : ""}" aria-current="${sel}">
+      return `<li tabindex="-1" data-id="${esc(id)}" class="crew ${sel ? "sel" : ""}" aria-current="${sel}">
         <span class="arrow" style="transform: rotate(${Number(c?.heading_deg ?? 0)}deg)" aria-hidden="true">➤</span>
         <span class="what">${esc(id)}</span>
         <span class="st">${esc(label(c?.status ?? "unknown"))}</span>
@@ -449,6 +469,7 @@ function renderCrews(): void {
     })
     .join("");
   $("count-crews").textContent = String(ids.length);
+  rove(ul, state.selectedCrew);
   if (focused) ul.querySelector<HTMLElement>(`li[data-id="${CSS.escape(focused)}"]`)?.focus();
 }
 

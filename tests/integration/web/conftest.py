@@ -28,6 +28,7 @@ from tests.integration.web.stack import (
     REPO,
     Stack,
     cityfix_commands,
+    fast_forward,
     free_port,
     wait_until,
 )
@@ -74,6 +75,9 @@ def stack(settings: Settings) -> Iterator[Stack]:
         "CITYFIX_INGEST__METRICS_PORT": str(free_port()),
         "CITYFIX_STREAMS__DATA_DIR": str(data_dir),
         "CITYFIX_STREAMS__WEB_PORT": str(free_port()),
+        # A consumer group of its own, started at the end of every topic, so the test's
+        # worker neither shares partitions with another worker nor replays old records.
+        "CITYFIX_STREAMS__APP_ID": f"cityfix-streams-web-{uid}",
     }
     with _admin(settings) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
@@ -122,6 +126,7 @@ def streams(stack: Stack, commands: set[str]) -> Stack:
     """The stack plus ``cityfix ingest`` and ``cityfix streams worker``."""
     _require(commands, "ingest", "streams worker")
     if not any(p.name == "ingest" for p in stack.procs):
+        fast_forward(stack.settings, stack.env["CITYFIX_STREAMS__APP_ID"])
         stack.start("ingest", "ingest", "--session-expiry-s", "120")
         stack.start("streams", "streams", "worker", "--loglevel", "warning")
     return stack

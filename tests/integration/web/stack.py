@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core import topics
@@ -53,6 +53,36 @@ def cityfix_commands() -> set[str]:
             if parts and parts[0].isidentifier():
                 out.add(" ".join([*args, parts[0]]))
     return out
+
+
+def run_async(make: Callable[[], Any], timeout_s: float = 60) -> Any:
+    """Run ``make()`` (a coroutine) to completion on a thread of its own.
+
+    Playwright's sync API keeps an event loop running in the test's thread.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result(timeout_s)
+
+
+def fast_forward(settings: Settings, group: str) -> None:
+    """Commit the end of every topic for consumer ``group``: it sees only new records."""
+
+    async def go() -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tps = [
+                TopicPartition(t.name, p) for t in topics.KAFKA_TOPICS for p in range(t.partitions)
+            ]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            await consumer.commit(dict(ends.items()))
+        finally:
+            await consumer.stop()
+
+    run_async(go)
 
 
 @dataclass
@@ -187,9 +217,7 @@ class Stack:
             finally:
                 await producer.stop()
 
-        # Playwright's sync API keeps an event loop running in this thread.
-        with ThreadPoolExecutor(1) as pool:
-            return pool.submit(lambda: asyncio.run(go())).result(30)
+        return run_async(go)
 
     def mqtt_publish(
         self, messages: list[tuple[str, dict[str, Any]]], retain: bool = False

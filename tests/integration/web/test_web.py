@@ -74,6 +74,11 @@ def test_the_map_shows_the_road_network_and_the_incidents(stack: Stack, page) ->
     assert "Category severity" in panel.inner_text()
     page.keyboard.press("Escape")
     panel.wait_for(state="hidden")
+    assert page.evaluate("document.activeElement.dataset.id") == inc.incident_id
+    # The list is one tab stop: Tab from the tabs lands on the item last visited.
+    page.focus("#tab-incidents")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.dataset.id") == inc.incident_id
 
 
 def test_a_new_incident_appears_live_within_two_seconds(stack: Stack, page) -> None:
