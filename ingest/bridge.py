@@ -125,6 +125,7 @@ class Bridge:
         self._stop: asyncio.Event | None = None
         self._producer: AIOKafkaProducer | None = None
         self._client = self._make_client()
+        self._source = self.client_id.encode()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -303,7 +304,10 @@ class Bridge:
         item.sent_at = time.perf_counter()
         try:
             fut = await self._producer.send(
-                rec.topic, rec.value, key=rec.key, headers=[("kind", rec.kind.encode())]
+                rec.topic,
+                rec.value,
+                key=rec.key,
+                headers=[("kind", rec.kind.encode()), ("bridge", self._source)],
             )
         except (KafkaError, ValueError) as exc:
             self._failed(item, exc)
