@@ -93,9 +93,11 @@ def resolve_command(candidates: list[list[str]]) -> list[str] | None:
 # --- simulated clock ---------------------------------------------------------------------
 
 
-def next_sim_epoch(now_s: float, last_sim_s: float | None, start_hour: float) -> float:
-    """``start_hour`` on the first day that begins after both now and the last run's end."""
-    base = max(now_s, last_sim_s or 0.0)
+def next_sim_epoch(
+    now_s: float, last_sim_s: float | None, start_hour: float, gap_s: float = 0.0
+) -> float:
+    """``start_hour`` on the first day after now and at least ``gap_s`` after the last run."""
+    base = max(now_s, (last_sim_s + gap_s) if last_sim_s is not None else 0.0)
     epoch = math.floor(base / 86400.0) * 86400.0 + start_hour * 3600.0
     return epoch if epoch > base else epoch + 86400.0
 
@@ -132,6 +134,7 @@ class Child:
     task: asyncio.Task[None] | None = None
     started_at: float = 0.0
     exit_codes: list[int] = field(default_factory=list)
+    restart_after_success: bool = True
 
     @property
     def state(self) -> str:
@@ -173,9 +176,9 @@ class Demo:
         self.console.print(prefix + Text.from_ansi(line.rstrip()), soft_wrap=True)
 
     # -- children ---------------------------------------------------------------------
-    def add(self, name: str, argv: list[str]) -> Child:
-        """Start supervising a component."""
-        child = Child(name, argv)
+    def add(self, name: str, argv: list[str], *, restart_after_success: bool = True) -> Child:
+        """Start supervising a component (restarted when it crashes)."""
+        child = Child(name, argv, restart_after_success=restart_after_success)
         self.children.append(child)
         child.task = asyncio.create_task(self._supervise(child))
         return child
@@ -203,6 +206,9 @@ class Demo:
             code = await child.proc.wait()
             child.exit_codes.append(code)
             if child.stopping:
+                return
+            if code == 0 and not child.restart_after_success:
+                self.say("demo", f"{child.name} finished")
                 return
             if time.monotonic() - child.started_at > 60:
                 backoff = 1.0
@@ -309,6 +315,79 @@ class Demo:
         with contextlib.suppress(Exception):
             await self._consumer.stop()
         self._consumer = None
+
+    async def close_leftovers(self, sources: set[str], at: datetime) -> int:
+        """Close incidents still open from earlier demo runs (a fresh day starts clean).
+
+        Only incidents opened before this run whose every piece of evidence came from the
+        simulators' own identities are closed (with a ``close`` command, as a dispatcher
+        would), so other clients' incidents are left alone. ``at`` lies beyond the
+        reopen window before this run, so today's reports of the same places open new
+        incidents instead of reopening these.
+        """
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+        from core.schemas import ACTIVE_STATUSES, Command, CommandKind, dumps
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka.bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        latest: dict[str, dict[str, Any]] = {}
+        try:
+            await consumer.topics()
+            parts = consumer.partitions_for_topic("incidents") or range(6)
+            tps = [TopicPartition("incidents", p) for p in sorted(parts)]
+            ends = await consumer.end_offsets(tps)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    break
+                batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                for records in batches.values():
+                    for rec in records:
+                        with contextlib.suppress(ValueError, TypeError, KeyError):
+                            if rec.value is None:
+                                latest.pop(rec.key.decode(), None)
+                                continue
+                            doc = json.loads(rec.value)
+                            latest[str(doc["incident_id"])] = doc
+        finally:
+            await consumer.stop()
+        active = {str(s) for s in ACTIVE_STATUSES}
+        stale = [
+            iid
+            for iid, doc in latest.items()
+            if doc.get("status") in active
+            and (opened := _parse_time(doc.get("opened_at"))) is not None
+            and opened < self.since
+            and doc.get("evidence")
+            and all(e.get("source") in sources for e in doc["evidence"])
+        ]
+        if not stale:
+            return 0
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka.bootstrap)
+        await producer.start()
+        try:
+            for iid in stale:
+                cmd = Command(
+                    command_id=uuid.uuid4(),
+                    kind=CommandKind.CLOSE,
+                    at=at,
+                    issued_by="demo",
+                    incident_id=iid,
+                    note="left open by an earlier demo run",
+                )
+                await producer.send("commands", dumps(cmd), key=iid.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return len(stale)
 
     # -- panel ------------------------------------------------------------------------
     def panel(self) -> Panel:
@@ -439,7 +518,11 @@ async def _run(settings: Settings, opts: DemoOptions, console: Console) -> dict[
     console.print(f"[dim]road graph: {graph!r}[/dim]")
 
     wall_epoch = time.time()
-    sim_epoch = next_sim_epoch(wall_epoch, _last_sim_s(settings), scenario.start_hour)
+    # A day after the reopen window past the last run: old incidents stay in the past.
+    reopen_s = settings.streams.reopen_window_s
+    sim_epoch = next_sim_epoch(
+        wall_epoch, _last_sim_s(settings), scenario.start_hour, gap_s=reopen_s + 86400.0
+    )
     clock = Clock(scenario.clock_factor, wall_epoch, sim_epoch)
     since = datetime.fromtimestamp(sim_epoch, tz=UTC)
     env = {
@@ -471,6 +554,11 @@ async def _run(settings: Settings, opts: DemoOptions, console: Console) -> dict[
         needed = identities_needed(scenario, {"citizens", "sensors", "crews"})
         await asyncio.to_thread(ensure_identities, settings, needed)
         await asyncio.to_thread(_clear_plans, settings, [c for c, _g in scenario.crew_ids()])
+        closed = await demo.close_leftovers(
+            {i for _k, i in needed}, datetime.fromtimestamp(sim_epoch - reopen_s - 3600, tz=UTC)
+        )
+        if closed:
+            demo.say("demo", f"closed {closed} incidents left open by earlier demo runs")
         await demo.start_counting()
 
         pipeline = [
@@ -524,7 +612,7 @@ async def _run(settings: Settings, opts: DemoOptions, console: Console) -> dict[
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(demo.stop.wait(), min(opts.warmup_s, opts.duration_s or 1e9))
         if not demo.stop.is_set():
-            demo.add("simulators", sim_argv)
+            demo.add("simulators", sim_argv, restart_after_success=False)
 
         live_ctx = (
             Live(demo.panel(), console=console, refresh_per_second=2, transient=False)
