@@ -676,6 +676,8 @@ def render_summary(console: Console, summary: dict[str, Any]) -> None:
     )
     head.add_row("dedup ratio (evidence/incident)", str(summary["dedup_ratio"]))
     head.add_row("assignments", str(summary["assignments"]))
+    if summary.get("times_off_clock"):
+        head.add_row("transitions off the shared clock", str(summary["times_off_clock"]))
     sla = summary["sla"]
     head.add_row("SLA met", f"{sla['met']}/{sla['resolved']} ({sla['met_pct']} %)")
     cit = summary["citizens"]

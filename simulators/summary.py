@@ -3,7 +3,8 @@
 ``Tally`` folds records of ``raw.reports``, ``raw.sensor-alerts``, ``incidents`` and
 ``assignments`` (decoded JSON) into live counts; ``summarise`` turns a tally (plus what
 the simulated citizens saw) into the end-of-run summary: dedup ratio, time to assign and
-to resolve per priority (p50/p90, simulated minutes, from each incident's history), the
+to resolve per priority (p50/p90, simulated minutes, from each incident's history;
+transitions stamped before the incident opened are counted apart, not as zero), the
 share resolved within the SLA (before ``expected_at``), and how many citizens saw their
 report closed.
 """
@@ -121,7 +122,11 @@ def first_time(incident: Mapping[str, Any], states: frozenset[str]) -> datetime 
 def _minutes(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
-    return max((end - start).total_seconds() / 60.0, 0.0)
+    return (end - start).total_seconds() / 60.0
+
+
+# A transition stamped more than this before the incident opened came from another clock.
+_SKEW_MIN = -0.5
 
 
 def summarise(tally: Tally, citizens: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -130,18 +135,24 @@ def summarise(tally: Tally, citizens: Mapping[str, Any] | None = None) -> dict[s
     evidence = sum(len(i.get("evidence") or []) for i in live)
     to_assign: dict[str, list[float]] = {p: [] for p in PRIORITIES}
     to_resolve: dict[str, list[float]] = {p: [] for p in PRIORITIES}
-    sla_met = resolved = 0
+    sla_met = resolved = skewed = 0
     for inc in live:
         prio = str(inc.get("manual_priority") or inc.get("priority") or "P4")
         opened = _time(inc.get("opened_at"))
         assigned = first_time(inc, ASSIGNED_STATES)
         done = first_time(inc, RESOLVED_STATES)
         if (m := _minutes(opened, assigned)) is not None:
-            to_assign.setdefault(prio, []).append(m)
+            if m < _SKEW_MIN:
+                skewed += 1
+            else:
+                to_assign.setdefault(prio, []).append(max(m, 0.0))
         if done is not None:
             resolved += 1
             if (m := _minutes(opened, done)) is not None:
-                to_resolve.setdefault(prio, []).append(m)
+                if m < _SKEW_MIN:
+                    skewed += 1
+                else:
+                    to_resolve.setdefault(prio, []).append(max(m, 0.0))
             expected = _time(inc.get("expected_at"))
             if expected is not None and done <= expected:
                 sla_met += 1
@@ -158,6 +169,9 @@ def summarise(tally: Tally, citizens: Mapping[str, Any] | None = None) -> dict[s
         "crews_busy": tally.crews_busy,
         "time_to_assign_min": _by_priority(to_assign),
         "time_to_resolve_min": _by_priority(to_resolve),
+        # Transitions stamped before their incident opened (a service off the shared
+        # clock); left out of the times above rather than counted as instant.
+        "times_off_clock": skewed,
         "sla": {
             "resolved": resolved,
             "met": sla_met,

@@ -84,6 +84,17 @@ def test_summary_of_a_run() -> None:
     assert s["citizens"] == {"reports_tracked": 7, "saw_closed": 3}
 
 
+def test_transitions_from_another_clock_are_not_counted_as_instant() -> None:
+    tally = Tally()
+    inc = incident("a", "P2", assigned=10, resolved=None)
+    inc["history"][1]["at"] = "2020-01-01T00:00:00+00:00"  # stamped by a wall clock
+    inc["history"][2]["at"] = "2020-01-01T00:00:01+00:00"
+    tally.add("incidents", "a", inc)
+    s = summarise(tally)
+    assert s["time_to_assign_min"]["P2"]["n"] == 0
+    assert s["times_off_clock"] == 1
+
+
 def test_an_empty_run_summarises_to_zeros() -> None:
     s = summarise(Tally())
     assert s["incidents"] == 0 and s["dedup_ratio"] is None
