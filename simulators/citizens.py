@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from uuid import UUID
 
 from core.errors import InvalidMessage
 from core.schemas import CitizenReport, IncidentStatus, RequestStatus, dumps, parse
@@ -32,7 +33,7 @@ def report_payload(report: PlannedReport, reported_at: datetime) -> bytes:
     if report.kind is Submission.MALFORMED:
         return _malformed(report, reported_at)
     msg = CitizenReport(
-        report_id=report.report_id,  # type: ignore[arg-type]
+        report_id=UUID(report.report_id),
         category=report.category,
         lat=report.lat,
         lon=report.lon,

@@ -15,6 +15,7 @@ goes ``off_shift`` (after finishing the job on site).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -317,6 +318,9 @@ class CrewSim:
         self._lock = threading.Lock()
         self.published = 0
 
+    def _on_plan_message(self, crew: Crew, _topic: str, payload: bytes) -> None:
+        self._on_assignment(crew, payload)
+
     def _on_assignment(self, crew: Crew, payload: bytes) -> None:
         if not payload:
             return  # a cleared retained plan
@@ -341,7 +345,7 @@ class CrewSim:
             agent = MqttAgent(
                 self.broker,
                 self.creds[cid],
-                on_message=lambda _t, p, c=crew: self._on_assignment(c, p),
+                on_message=functools.partial(self._on_plan_message, crew),
             )
             agent.start()
             agent.subscribe(crew_topic(cid, "assignment"))

@@ -122,7 +122,7 @@ class MqttAgent:
         if self._on_message is None:
             return
         try:
-            self._on_message(msg.topic, msg.payload)
+            self._on_message(msg.topic, bytes(msg.payload))
         except Exception:
             log.exception("message handler failed user=%s topic=%s", self.creds.username, msg.topic)
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import heapq
 import logging
 from datetime import datetime
+from uuid import UUID
 
 import numpy as np
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from core.schemas import DeviceStatus, SensorAlert, Telemetry, dumps
+from core.schemas import AlertKind, DeviceStatus, SensorAlert, Telemetry, dumps
 from core.topics import sensor_topic
 from simulators.faults import PlannedAlert
 from simulators.fleet import Device, DeviceKind
@@ -54,9 +55,9 @@ def alert_payload(alert: PlannedAlert, observed_at: datetime) -> bytes:
     """The wire form of a planned alert."""
     return dumps(
         SensorAlert(
-            alert_id=alert.alert_id,  # type: ignore[arg-type]
+            alert_id=UUID(alert.alert_id),
             device_id=alert.device_id,
-            kind=alert.kind,  # type: ignore[arg-type]
+            kind=AlertKind(alert.kind),
             lat=alert.lat,
             lon=alert.lon,
             observed_at=observed_at,
@@ -139,9 +140,9 @@ class SensorSim:
             if drop is not None:
                 queue.append((drop, order, _DROP, i, None))
                 order += 1
-        for alert in self.alerts:
-            if alert.device_id in index:
-                queue.append((alert.at_s, order, _ALERT, index[alert.device_id], alert))
+        for planned in self.alerts:
+            if planned.device_id in index:
+                queue.append((planned.at_s, order, _ALERT, index[planned.device_id], planned))
                 order += 1
         heapq.heapify(queue)
         try:
