@@ -18,8 +18,9 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -28,6 +29,8 @@ from core.errors import CityfixError
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _KIND = {
     "app": mosquitto.IdentityKind.APP,
@@ -65,6 +68,16 @@ def _password_matches(settings: Settings, ident: str, password: str) -> bool:
     return False
 
 
+def _retry(call: Callable[[], T], attempts: int = 10) -> T:
+    """``call()``, again while the identity registry is caught mid-write by another process."""
+    for _ in range(attempts - 1):
+        try:
+            return call()
+        except ValueError:
+            time.sleep(0.3)
+    return call()
+
+
 def ensure_identities(settings: Settings, needed: list[tuple[str, str]]) -> dict[str, object]:
     """Credentials for each simulated party, creating only the identities that are missing.
 
@@ -80,7 +93,7 @@ def ensure_identities(settings: Settings, needed: list[tuple[str, str]]) -> dict
         store: dict[str, dict[str, str]] = json.loads(path.read_text())
     except (OSError, ValueError):
         store = {}
-    registry = {i.id: i.kind for i in mosquitto.list_identities(settings)}
+    registry = {i.id: i.kind for i in _retry(lambda: mosquitto.list_identities(settings))}
     creds: dict[str, object] = {}
     created = 0
     for kind, ident in needed:
@@ -92,7 +105,8 @@ def ensure_identities(settings: Settings, needed: list[tuple[str, str]]) -> dict
             or not _password_matches(settings, ident, known.get("password", ""))
         ):
             known = {"kind": kind, "password": secrets.token_urlsafe(18)}
-            mosquitto.add_identity(settings, _KIND[kind], ident, known["password"])
+            pw, k = known["password"], _KIND[kind]
+            _retry(lambda k=k, i=ident, pw=pw: mosquitto.add_identity(settings, k, i, pw))
             store[ident] = known
             created += 1
         creds[ident] = Credentials(ident, known["password"])
