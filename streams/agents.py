@@ -103,7 +103,9 @@ class Sink:
 
     async def route(self, key: str, msg: Msg) -> None:
         """Send a message to a cell."""
-        await cells.send(key=key.encode(), value=dumps(msg))
+        await cells.send(
+            key=key.encode(), value=dumps(msg), key_serializer="raw", value_serializer="raw"
+        )
 
     async def dead_letter(self, source: str, payload: bytes, rejected: Rejected) -> None:
         """Record input the processors cannot use."""
@@ -162,7 +164,7 @@ async def _locate(kind: str, source: str, payloads: list[bytes]) -> None:
     results = engine().locate([(kind, p) for p in payloads])
     for payload, r in zip(payloads, results, strict=True):
         if isinstance(r, Rejected):
-            _log.warning("%s refused: %s", kind, r.reason, extra={"field": r.field})
+            _log.debug("%s refused: %s", kind, r.reason, extra={"field": r.field})
             await sink.dead_letter(source, payload, r)
         else:
             await sink.route(*r)
@@ -182,14 +184,30 @@ async def locate_alerts(stream: AsyncIterator[Any]) -> None:
         await _locate("alert", topics.RAW_SENSOR_ALERTS, [v for v in batch if v is not None])
 
 
-@app.agent(name="dedup-cells", key_type=bytes, value_type=bytes)
+@app.agent(
+    name="dedup-cells",
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+)
 async def cells(stream: Any) -> None:
     """The one stateful agent: dedup, fusion, scoring and lifecycle per cell."""
     async for key, value in stream.items():
         if key is None or value is None:
             continue
-        out = engine().handle(key.decode(), loads(value))
+        try:
+            out = engine().handle(
+                _text(key), loads(value) if isinstance(value, bytes | str) else value
+            )
+        except Exception:  # a bad message must not stop the partition
+            _log.exception("cell message dropped", extra={"key": _text(key)})
+            continue
         await _deliver(out)
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes | bytearray) else str(v)
 
 
 @app.agent(crew_events)

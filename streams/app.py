@@ -50,6 +50,9 @@ def configure(settings: Settings) -> faust.App:
         # Local table state in RocksDB (through rocksdict); the changelog topics stay the
         # source of truth, so a worker on a fresh disk recovers from them.
         "store": settings.streams.store,
+        # How soon a crashed worker's partitions move to the others.
+        "broker_session_timeout": settings.streams.broker_session_timeout_s,
+        "broker_heartbeat_interval": settings.streams.broker_heartbeat_interval_s,
     }
     app.config_from_object(conf)
     return app

@@ -34,8 +34,9 @@ Entries in neighbouring cells are written by messages through the cell topic, wh
 leaves one race: two observations of one fault that straddle a border and arrive within
 one message hop of each other may each open an incident. When an entry from another
 cell arrives and overlaps a local one (same family, anchors within radius, both active,
-assets compatible), both cells pick the same survivor (``survivor``: oldest, then
-smallest id) and the other is marked ``duplicate`` into it, absorbing its evidence. So
+assets compatible), both cells pick the same survivor (``survivor``: first opened, then
+smallest id, fields no cell ever changes) and the other is marked ``duplicate`` into it,
+the survivor absorbing its evidence. So
 the index converges to what a single sequential processor would have decided.
 
 Everything here is pure: no Faust, no I/O. ``streams.engine`` applies it to tables.
@@ -46,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streams.families import MAX_RADIUS_M, Family
@@ -153,7 +154,7 @@ class Observation:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return asdict(self)
+        return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Observation:
@@ -176,10 +177,13 @@ class Entry:
     asset_id: str | None = None
     state: str = ACTIVE  # active | resolved | closed
     resolved_at_s: float | None = None
+    # When the incident was opened (its first evidence); never changes, so every cell
+    # holding a copy of the entry agrees on which of two overlapping incidents survives.
+    opened_at_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return asdict(self)
+        return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Entry:
@@ -207,6 +211,7 @@ def entry_for(incident_id: str, obs: Observation) -> Entry:
         first_at_s=obs.at_s,
         last_at_s=obs.at_s,
         asset_id=obs.asset_id,
+        opened_at_s=obs.at_s,
     )
 
 
@@ -255,6 +260,10 @@ def find_match(
             m = Match(e.incident_id, 0.0, "asset", reopens)
             rank = (0, 0.0, e.first_at_s, e.incident_id)
         else:
+            # The road is never shorter than the straight line: skip the graph search
+            # for anything further than the radius as the crow flies.
+            if _straight_m(obs.snap_lat, obs.snap_lon, e.lat, e.lon) > family.radius_m + 1.0:
+                continue
             d = distance(obs.edge, obs.along_m, e.edge, e.along_m, family.radius_m)
             if not d <= family.radius_m:
                 continue
@@ -263,6 +272,12 @@ def find_match(
         if best is None or rank < best[0]:
             best = (rank, m)
     return best[1] if best else None
+
+
+def _straight_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Metres between two nearby points (equirectangular; exact to well under 1 % in a city)."""
+    k = math.cos(math.radians((lat1 + lat2) / 2))
+    return math.hypot(math.radians(lon2 - lon1) * k, math.radians(lat2 - lat1)) * _EARTH_M
 
 
 def overlaps(a: Entry, b: Entry, family: Family, distance: DistanceFn) -> bool:
@@ -279,8 +294,11 @@ def overlaps(a: Entry, b: Entry, family: Family, distance: DistanceFn) -> bool:
 
 
 def survivor(a: Entry, b: Entry) -> tuple[Entry, Entry]:
-    """(kept, merged) of two overlapping entries: the oldest survives, then the smallest id."""
-    if (a.first_at_s, a.incident_id) <= (b.first_at_s, b.incident_id):
+    """(kept, merged) of two overlapping entries: the first opened survives, then the smallest id.
+
+    Decided on fields that never change, so both cells of a border race pick the same one.
+    """
+    if (a.opened_at_s, a.incident_id) <= (b.opened_at_s, b.incident_id):
         return a, b
     return b, a
 

@@ -67,6 +67,7 @@ from streams.roads import Roads
 _log = logging.getLogger(__name__)
 
 Msg = dict[str, Any]
+_PARSED_CACHE = 4096
 S = IncidentStatus
 
 
@@ -130,6 +131,8 @@ class Engine:
         self.cells = cells
         self.incidents = incidents
         self.seen = seen
+        self._parsed: dict[str, tuple[bytes, Incident]] = {}
+        self._cells_parsed: dict[str, tuple[bytes, list[Entry]]] = {}
 
     # -- raw input -> observations ---------------------------------------------------
     def locate(self, raws: list[tuple[str, bytes]]) -> list[tuple[str, Msg] | Rejected]:
@@ -209,7 +212,7 @@ class Engine:
         try:
             key = dedup.cell_of_incident(cmd.incident_id)
         except ValueError as exc:
-            _log.warning("command ignored: %s", exc)
+            _log.debug("command ignored: %s", exc)
             return None
         return key, {"t": "cmd", **cmd.model_dump(mode="json")}
 
@@ -247,8 +250,17 @@ class Engine:
         family = BY_NAME[obs.family]
         known = self.seen.get(obs.evidence_id)
         if known is not None:
-            # Replayed: the incident may have missed the first join (crash before the send).
-            self._send_join(key, _str(known), obs, out)
+            # Replayed (a crash between the table write and the offset commit): re-send
+            # what may not have left, all of it idempotent downstream.
+            inc_id = _str(known)
+            if inc_id == dedup.incident_id_for(key, obs.evidence_id):
+                mine = next((e for e in self._entries(key) if e.incident_id == inc_id), None)
+                if mine is not None:
+                    for cell in dedup.entry_cells(mine, self.grid, family)[1:]:
+                        out.routes.append(
+                            (cell, {"t": "index", "op": "put", "entry": mine.to_dict()})
+                        )
+            self._send_join(key, inc_id, obs, out)
             return
         entries = self._entries(key)
         match = dedup.find_match(
@@ -277,6 +289,10 @@ class Engine:
             self._send_join(key, inc.merged_into, obs, out)
             return
         if any(e.id == obs.evidence_id for e in inc.evidence):
+            # A replay: publish the current state again (same version) in case the first
+            # record was lost with the crash; consumers keep the latest per id.
+            out.incidents.append(inc)
+            out.statuses.extend(self._statuses(inc, {obs.evidence_id}))
             return
         new = self._add_evidence(inc, [_evidence(obs)])
         new = lifecycle.on_evidence(new, _ts(obs.at_s), self.settings.reopen_window_s)
@@ -466,7 +482,20 @@ class Engine:
 
     def _entries(self, key: str) -> list[Entry]:
         raw = self.cells.get(key)
-        return [Entry.from_dict(d) for d in loads(raw)] if raw else []
+        if not raw:
+            return []
+        raw = raw.encode() if isinstance(raw, str) else bytes(raw)
+        cached = self._cells_parsed.get(key)
+        if cached is not None and cached[0] == raw:
+            return list(cached[1])
+        entries = [Entry.from_dict(d) for d in loads(raw)]
+        self._remember_cell(key, raw, entries)
+        return list(entries)
+
+    def _remember_cell(self, key: str, raw: bytes, entries: list[Entry]) -> None:
+        if len(self._cells_parsed) >= _PARSED_CACHE:
+            self._cells_parsed.pop(next(iter(self._cells_parsed)))
+        self._cells_parsed[key] = (raw, entries)
 
     def _save_entries(self, key: str, entries: list[Entry], family: Family | None) -> None:
         now_s = self.clock.time()
@@ -475,11 +504,32 @@ class Engine:
             for e in entries
             if not dedup.expired(e, now_s, BY_NAME[e.family], self.settings.reopen_window_s)
         ]
-        self.cells[key] = dumps([e.to_dict() for e in live])
+        raw = dumps([e.to_dict() for e in live])
+        self.cells[key] = raw
+        self._remember_cell(key, raw, live)
 
     def _load(self, inc_id: str) -> Incident | None:
         raw = self.incidents.get(inc_id)
-        return Incident.model_validate_json(raw) if raw else None
+        if not raw:
+            return None
+        cached = self._parsed.get(inc_id)
+        if cached is not None and cached[0] == (raw.encode() if isinstance(raw, str) else raw):
+            return cached[1]
+        inc = Incident.model_validate_json(raw)
+        self._remember(inc_id, raw, inc)
+        return inc
+
+    def _store(self, inc: Incident) -> None:
+        raw = schemas.dumps(inc)
+        self.incidents[inc.incident_id] = raw
+        self._remember(inc.incident_id, raw, inc)
+
+    def _remember(self, inc_id: str, raw: str | bytes, inc: Incident) -> None:
+        # Parsing a large incident costs more than comparing its bytes: keep the parsed
+        # copy of recently used ones, checked against what the table holds.
+        if len(self._parsed) >= _PARSED_CACHE:
+            self._parsed.pop(next(iter(self._parsed)))
+        self._parsed[inc_id] = (raw.encode() if isinstance(raw, str) else bytes(raw), inc)
 
     def _open(self, key: str, inc_id: str, obs: Observation, out: Outputs) -> None:
         family = BY_NAME[obs.family]
@@ -510,7 +560,7 @@ class Engine:
             district=self.roads.district(obs.snap_lat, obs.snap_lon),
         )
         inc = self._rescore(self._add_evidence(base, [_evidence(obs)]))
-        self.incidents[inc_id] = inc.model_dump_json()
+        self._store(inc)
         out.incidents.append(inc)
         out.statuses.extend(self._statuses(inc, None))
         entry = dedup.entry_for(inc_id, obs)
@@ -540,10 +590,10 @@ class Engine:
             fixed_at = lifecycle.resolved_at(inc) or inc.updated_at
             state = dedup.RESOLVED if inc.status == S.RESOLVED else dedup.CLOSED
             fixed = fixed_at.timestamp()
-        times = [e.at.timestamp() for e in inc.evidence if e.at is not None]
-        new = replace(
-            mine, state=state, resolved_at_s=fixed, last_at_s=max([mine.last_at_s, *times])
-        )
+        # evidence is kept in time order, so the last one is the latest
+        latest = inc.evidence[-1].at if inc.evidence else None
+        last_at_s = max(mine.last_at_s, latest.timestamp() if latest else 0.0)
+        new = replace(mine, state=state, resolved_at_s=fixed, last_at_s=last_at_s)
         if new == mine:
             return
         family = BY_NAME[inc.family]
@@ -558,7 +608,7 @@ class Engine:
     def _lifecycle(self, key: str, inc_id: str, out: Outputs, step: Any) -> None:
         inc = self._load(inc_id)
         if inc is None:
-            _log.warning("event for unknown incident %s", inc_id)
+            _log.debug("event for unknown incident %s", inc_id)
             return
         self._commit(key, inc, step(inc), out)
 
@@ -603,7 +653,7 @@ class Engine:
         new = new.model_copy(
             update={"version": old.version + 1, "updated_at": max(new.updated_at, self.clock.now())}
         )
-        self.incidents[new.incident_id] = new.model_dump_json()
+        self._store(new)
         out.incidents.append(new)
         if statuses_for is None:
             out.statuses.extend(self._statuses(new, None))

@@ -85,8 +85,29 @@ def bearing(ags: geo.RoadGraph, edge: int) -> float:
 
 
 def snaps_to(ags: geo.RoadGraph, lat: float, lon: float, edge: int) -> bool:
-    got = ags.snap_one(lat, lon).edge
+    s = ags.snap([lat], [lon])
+    if not s.ok[0]:
+        return False
+    got = int(s.edge[0])
     return got == edge or got == int(ags.edge_twin[edge])
+
+
+def fault_sites(ags: geo.RoadGraph, n: int, min_gap_m: float) -> list[tuple[int, float]]:
+    """``n`` (edge, along_m) places on roads, pairwise more than ``min_gap_m`` apart."""
+    chosen: list[tuple[int, float, tuple[float, float]]] = []
+    for e in sorted(range(ags.edge_count), key=lambda e: (-float(ags.edge_length_m[e]), e)):
+        length = float(ags.edge_length_m[e])
+        if length < 40.0:
+            break
+        if 0 <= int(ags.edge_twin[e]) < e:
+            continue
+        for along in [length / 2] if length < 200 else [length / 4, length / 2, 3 * length / 4]:
+            p = point_along(ags, e, along)
+            if snaps_to(ags, *p, e) and all(_metres(p, q) > min_gap_m for _, _, q in chosen):
+                chosen.append((e, along, p))
+            if len(chosen) == n:
+                return [(e, a) for e, a, _ in chosen]
+    raise AssertionError(f"only {len(chosen)} places {min_gap_m} m apart")
 
 
 @dataclass(frozen=True)

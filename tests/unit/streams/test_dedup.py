@@ -84,12 +84,13 @@ def test_a_redelivered_report_changes_nothing(ags, inline, sites):
     edge, mid = sites[1]
     raw = report_raw(*point_along(ags, edge, mid))
     inline.feed([raw])
-    published = len(inline.published)
+    [before] = inline.active()
     inline.feed([raw])
     inline.feed([raw])
-    assert len(inline.published) == published
-    [incident] = inline.active()
-    assert len(incident.evidence) == 1
+    [after] = inline.active()
+    assert after == before  # re-published at most, never changed
+    assert {i.version for i in inline.published} == {1}
+    assert len(after.evidence) == 1
 
 
 def test_reports_of_different_families_at_one_place_stay_apart(ags, inline, sites):
@@ -198,3 +199,12 @@ def test_incidents_do_not_depend_on_arrival_order(
         shuffled.feed(list(order[i : i + batch]))
     assert _evidence_sets(shuffled) == expected
     assert all(i.status == IncidentStatus.OPEN for i in shuffled.active())
+
+
+def test_both_cells_of_a_border_race_pick_the_same_survivor():
+    a = dedup.Entry("water.1.1.a", "water", 1, 5.0, 21.87, -102.27, 100.0, 100.0, opened_at_s=100.0)
+    b = dedup.Entry("water.1.2.b", "water", 1, 9.0, 21.87, -102.27, 101.0, 101.0, opened_at_s=101.0)
+    # each cell's copy of the other's entry may have seen other evidence since
+    kept_here, _ = dedup.survivor(a.seen_at(50.0), b)
+    kept_there, _ = dedup.survivor(b.seen_at(10.0), a)
+    assert kept_here.incident_id == kept_there.incident_id == "water.1.1.a"
