@@ -8,20 +8,26 @@ solves itself.
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.errors import SolverError
+from core.logs import setup_logging
 from core.schemas import Assignment
 from core.settings import DispatchSettings, GeoSettings
 from dispatch import world
+from dispatch.baseline import greedy
 from dispatch.model import Plan, Problem, jobs_moved
 from dispatch.solver import solve
 from geo import RoadGraph, load_city
 
 __all__ = ["Outcome", "init", "plan", "plan_draft", "ready"]
+
+log = logging.getLogger(__name__)
 
 _graph: RoadGraph | None = None
 
@@ -56,7 +62,15 @@ def plan_draft(
         durations = np.zeros((0, 0))
     problem = world.build_problem(draft, where, durations)
     matrix_ms = (time.perf_counter() - t0) * 1000
-    plan = solve(problem, settings, previous)
+    t1 = time.perf_counter()
+    try:
+        plan = solve(problem, settings, previous)
+    except SolverError as exc:
+        # No first solution inside the time limit (a very large world): a greedy plan now
+        # beats no plan; the next run tries the solver again.
+        log.warning("solver found no plan; using the greedy baseline", extra={"reason": str(exc)})
+        plan = greedy(problem, settings)
+    solve_ms = (time.perf_counter() - t1) * 1000
     out = world.assignments(draft, where, problem, plan, graph, plan_id)
     moved = len(jobs_moved(previous, plan)) if previous is not None else 0
     return Outcome(
@@ -65,16 +79,22 @@ def plan_draft(
         plan=plan,
         assignments=out,
         matrix_ms=matrix_ms,
-        solve_ms=plan.solve_ms,
+        solve_ms=solve_ms,
         moved=moved,
         notes=draft.notes + where.notes,
     )
 
 
-def init(settings: GeoSettings) -> None:
-    """Worker-process initialiser: load the road graph once; leave Ctrl-C to the parent."""
+def init(settings: GeoSettings, log_level: str = "INFO", log_json: bool = False) -> None:
+    """Worker-process initialiser: log like the parent and load the road graph once.
+
+    Ctrl-C and SIGTERM sent to the whole process group are left to the parent, which
+    lets a running plan finish and then shuts the worker down.
+    """
     global _graph
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    setup_logging(log_level, log_json)
     _graph = load_city(settings)
 
 

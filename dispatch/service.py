@@ -69,7 +69,9 @@ class _Publisher:
     def __init__(self, settings: Settings) -> None:
         cfg = settings.mqtt
         self._connected = threading.Event()
-        self._pending: list[mqtt.MQTTMessageInfo] = []
+        self._acked = threading.Condition()
+        self._unacked: set[int] = set()
+        self._early: set[int] = set()  # acked before publish() returned its mid
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"{settings.dispatch.client_id}-{uuid.uuid4().hex[:6]}",
@@ -81,6 +83,7 @@ class _Publisher:
         self._client.reconnect_delay_set(1, 30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
         self._client.connect_async(cfg.host, cfg.port, cfg.keepalive_s)
 
     def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -92,7 +95,15 @@ class _Publisher:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected.clear()
-        log.warning("mqtt disconnected", extra={"reason": str(reason)})
+        log.warning("mqtt disconnected; reconnecting", extra={"reason": str(reason)})
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+        with self._acked:
+            if mid in self._unacked:
+                self._unacked.discard(mid)
+            else:
+                self._early.add(mid)
+            self._acked.notify_all()
 
     async def start(self, timeout_s: float) -> None:
         """Start the network thread and wait (bounded) for the first connection."""
@@ -101,22 +112,29 @@ class _Publisher:
             log.warning("mqtt not connected yet; plans are queued until it is")
 
     def publish(self, plan: Assignment) -> None:
-        """Queue a crew's plan (retained, QoS 1); paho sends it, now or on reconnect."""
+        """Queue a crew's plan (retained, QoS 1); paho sends it now, or after reconnecting."""
+        # Not under our lock: paho calls on_publish holding its own.
         info = self._client.publish(
             topics.crew_topic(plan.crew_id, "assignment"), schemas.dumps(plan), qos=1, retain=True
         )
-        self._pending = [i for i in self._pending if not i.is_published()]
-        self._pending.append(info)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.error("plan not queued for mqtt", extra={"crew_id": plan.crew_id, "rc": info.rc})
+            return
+        with self._acked:
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+            else:
+                self._unacked.add(info.mid)
 
     async def stop(self) -> None:
-        """Wait (bounded) for queued plans to be acknowledged, then disconnect."""
+        """Wait (bounded) until the broker acknowledged every plan, then disconnect."""
 
-        def flush() -> None:
-            for info in self._pending:
-                with contextlib.suppress(RuntimeError, ValueError):
-                    info.wait_for_publish(_MQTT_FLUSH_S)
+        def flush() -> bool:
+            with self._acked:
+                return self._acked.wait_for(lambda: not self._unacked, _MQTT_FLUSH_S)
 
-        await asyncio.to_thread(flush)
+        if not await asyncio.to_thread(flush):
+            log.warning("plans not acknowledged by mqtt", extra={"count": len(self._unacked)})
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -220,7 +238,7 @@ class Dispatcher:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker.init,
-            initargs=(self.settings.geo,),
+            initargs=(self.settings.geo, self.settings.log_level, self.settings.log_json),
         )
 
     async def _in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -374,8 +392,11 @@ class Dispatcher:
             for crew_id, a in outcome.assignments.items()
             if first or not world.same_stops(self.published.get(crew_id), a)
         ]
+        # Crews this world knows and left out (off shift, stood down, shift over) get an
+        # empty plan; crews outside this city's graph belong to another dispatcher.
+        drafted = {c.crew_id for c in draft.crews}
         for crew_id, old in sorted(self.published.items()):
-            if crew_id in outcome.assignments or not old.stops:
+            if not old.stops or crew_id in drafted or crew_id not in self.world.crews:
                 continue
             where = self.world.crew_position(crew_id)
             lonlat = (where[1], where[0]) if where else old.route.coordinates[0]
@@ -393,7 +414,7 @@ class Dispatcher:
             matrix_ms=round(outcome.matrix_ms, 1),
             solve_ms=round(outcome.solve_ms, 1),
             objective=float(plan.objective),
-            unassigned=len(plan.unassigned),
+            unassigned=len(plan.unassigned) + len(draft.deferred),
             moved=outcome.moved,
         )
         assert self._producer is not None
@@ -409,6 +430,7 @@ class Dispatcher:
                 **record.model_dump(mode="json", exclude={"v", "at"}),
                 "published": len(changed),
                 "warm": plan.warm_started,
+                "deferred": len(draft.deferred),
                 "notes": len(outcome.notes),
             },
         )

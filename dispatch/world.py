@@ -26,6 +26,8 @@ Rules, in one place:
   per-job crew list, so a pin is a private skill ``pin:{crew_id}`` held by that crew alone,
   which the solver enforces like any other skill. A pin to a crew that is not on shift is
   ignored (the job is planned normally) and said so in the draft's notes.
+* **Backlog**: only the jobs some crew could reach this shift are planned (``shortlist``);
+  the rest wait in ``Draft.deferred`` and count as unassigned.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ __all__ = [
     "plan_from_assignments",
     "priority_of",
     "same_stops",
+    "shortlist",
     "sites",
 ]
 
@@ -93,6 +96,12 @@ _UNDER_WAY = frozenset({IncidentStatus.EN_ROUTE, IncidentStatus.ON_SITE})
 # Lower bound of each priority class on the 0..100 scale; the score places a job in its band.
 _BAND = {Priority.P1: 75, Priority.P2: 50, Priority.P3: 25, Priority.P4: 0}
 _BAND_WIDTH = 24
+# Shortlisting (see ``shortlist``): each crew considers this many times the jobs its shift
+# (up to the horizon: later work is re-planned long before it starts) could hold, counting
+# every job as at least MIN_JOB_S (service and driving).
+SHORTLIST_FACTOR = 2
+SHORTLIST_HORIZON_S = 12 * 3600
+MIN_JOB_S = 900
 # A leg the road graph cannot drive: longer than any shift, so the solver never uses it.
 UNREACHABLE_S = 7 * 24 * 3600
 
@@ -187,6 +196,7 @@ class Draft:
     jobs: tuple[JobDraft, ...]
     crews: tuple[CrewDraft, ...]
     notes: tuple[str, ...] = ()
+    deferred: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"Draft({self.at.isoformat()}, jobs={len(self.jobs)}, crews={len(self.crews)})"
@@ -341,7 +351,8 @@ class World:
                 # "Every skill" must stay every skill, pins included: resolve it now.
                 every = {s for j in jobs for s in j.skills if not s.startswith(PIN_SKILL_PREFIX)}
                 crews[crew_id] = _replace(c, skills=frozenset(every | extra))
-        return Draft(at, tuple(jobs), tuple(crews.values()), tuple(notes))
+        kept, deferred = shortlist(jobs, list(crews.values()))
+        return Draft(at, tuple(kept), tuple(crews.values()), tuple(notes), tuple(deferred))
 
     def _crew_draft(
         self,
@@ -395,6 +406,44 @@ class World:
             priority=priority_of(inc),
             deadline_s=math.floor((inc.expected_at - at).total_seconds()),
         )
+
+
+def shortlist(
+    jobs: Sequence[JobDraft], crews: Sequence[CrewDraft]
+) -> tuple[list[JobDraft], list[str]]:
+    """The jobs worth planning now, and the ids of those deferred to a later plan.
+
+    A crew can do only so much before its shift ends: about ``shift / service`` jobs. Each
+    crew shortlists ``SHORTLIST_FACTOR`` times that many of the jobs it is able to do, most
+    urgent first (priority, then deadline); a job nobody shortlisted could not be served
+    this shift anyway, and leaving it out keeps a backlog of thousands from swamping the
+    solver. Work under way, pinned jobs and jobs no crew is able to do (the solver says
+    why) are always kept.
+    """
+    must = {c.pinned_job for c in crews} | {c.heading_to for c in crews}
+    must |= {j.incident_id for j in jobs if any(s.startswith(PIN_SKILL_PREFIX) for s in j.skills)}
+    ranked = sorted(
+        jobs,
+        key=lambda j: (
+            -j.priority,
+            math.inf if j.deadline_s is None else j.deadline_s,
+            j.incident_id,
+        ),
+    )
+    keep = set(must)
+    nobody = {j.incident_id for j in jobs}
+    for c in crews:
+        able = [j for j in ranked if c.skills is None or j.skills <= c.skills]
+        nobody.difference_update(j.incident_id for j in able)
+        if not able:
+            continue
+        per_job_s = max(min(j.service_s for j in able), MIN_JOB_S)
+        room = math.ceil(min(c.shift_end_s, SHORTLIST_HORIZON_S) / per_job_s) * SHORTLIST_FACTOR
+        keep.update(j.incident_id for j in able[:room])
+    # Jobs no crew has the skills for cost the solver nothing and get their reason there.
+    keep |= nobody
+    kept = [j for j in jobs if j.incident_id in keep]
+    return kept, [j.incident_id for j in jobs if j.incident_id not in keep]
 
 
 def _replace(c: CrewDraft, **changes: object) -> CrewDraft:

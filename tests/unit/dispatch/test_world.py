@@ -306,6 +306,24 @@ def test_crew_unavailable_command_stands_a_crew_down_until_it_reports_again(
     assert [c.id for c in problem_of(w, ags)[2].crews] == ["c1"]
 
 
+def test_a_backlog_beyond_what_crews_can_reach_this_shift_waits() -> None:
+    w = World()
+    for i in range(20):
+        w.apply_incident(incident(f"p{i:02}", service_s=2700.0, score=5.0 * i))
+    w.apply_incident(incident("fixing", SOUTH, status="on_site", crew_id="c1", score=0.0))
+    w.apply_incident(incident("pinned", EAST, priority="P4", score=0.0))
+    w.apply_incident(incident("tree", EAST, category="fallen_tree", family="fallen_tree"))
+    w.apply_command(command(CommandKind.PIN, incident_id="pinned", crew_id="c1"))
+    crew(w, "c1", SOUTH, "on_site", incident_id="fixing", shift_end=NOW + timedelta(hours=1))
+
+    draft = w.draft(NOW, SETTINGS)
+
+    # One hour holds one or two 45-minute jobs: the crew shortlists twice that, most urgent.
+    planned = {j.incident_id for j in draft.jobs}
+    assert planned == {"fixing", "pinned", "tree", "p19", "p18", "p17", "p16"}
+    assert len(draft.deferred) == 16 and "p00" in draft.deferred
+
+
 # -- what asks for a re-plan --------------------------------------------------------------
 
 
