@@ -10,6 +10,7 @@ so a restarted simulator carries on where it was.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -105,8 +106,11 @@ def ensure_identities(settings: Settings, needed: list[tuple[str, str]]) -> dict
             or not _password_matches(settings, ident, known.get("password", ""))
         ):
             known = {"kind": kind, "password": secrets.token_urlsafe(18)}
-            pw, k = known["password"], _KIND[kind]
-            _retry(lambda k=k, i=ident, pw=pw: mosquitto.add_identity(settings, k, i, pw))
+            _retry(
+                functools.partial(
+                    mosquitto.add_identity, settings, _KIND[kind], ident, known["password"]
+                )
+            )
             store[ident] = known
             created += 1
         creds[ident] = Credentials(ident, known["password"])

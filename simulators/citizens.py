@@ -134,6 +134,8 @@ class CitizenSim:
     def run(self) -> dict[str, object]:
         """Publish every report when due; return (and write) what the citizens saw."""
         for creds in self.apps:
+            if self.time.stop.is_set():
+                break
             agent = MqttAgent(self.broker, creds, on_message=self._on_status)
             agent.start()
             self.agents.append(agent)

@@ -341,6 +341,8 @@ class CrewSim:
     def run(self) -> dict[str, object]:
         """Connect every crew, then tick them until the end; returns what they did."""
         for crew in self.crews:
+            if self.time.stop.is_set():
+                break
             cid = crew.spec.crew_id
             agent = MqttAgent(
                 self.broker,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,7 @@ from simulators.simtime import SimTime
 log = logging.getLogger(__name__)
 
 KINDS = ("citizens", "sensors", "crews")
+_STOP_GRACE_S = 5.0
 
 
 def app_ids(scenario: Scenario) -> list[str]:
@@ -147,9 +149,16 @@ def run(sim: SimRun, which: set[str]) -> dict[str, object]:
     ]
     for t in threads:
         t.start()
+    stop_deadline: float | None = None
     for t in threads:
         while t.is_alive():
             t.join(0.5)
+            if sim.time.stop.is_set():
+                stop_deadline = stop_deadline or time.monotonic() + _STOP_GRACE_S
+                if time.monotonic() > stop_deadline:
+                    # Still connecting or flushing to a slow broker: do not hold the exit up.
+                    log.warning("simulators still busy after stop; leaving them")
+                    return sim.results
     if errors:
         name, exc = next(iter(errors.items()))
         raise RuntimeError(f"{name} simulator failed: {exc}") from exc

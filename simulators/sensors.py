@@ -124,6 +124,8 @@ class SensorSim:
         self.agents = [self._agent(d) for d in self.devices]
         self.online = [False] * len(self.devices)
         for i in range(len(self.devices)):
+            if self.time.stop.is_set():
+                break
             self._connect(i)
         log.info(
             "sensor fleet online devices=%d alerts_planned=%d", len(self.devices), len(self.alerts)
