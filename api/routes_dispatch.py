@@ -38,6 +38,7 @@ from api.models import (
 from core.errors import InvalidMessage, NotFound
 from core.schemas import Category, CommandKind, IncidentStatus, Priority
 from store import api_queries, queries
+from store.queries import ACTIVE
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,11 @@ async def incidents(
         "limit": limit,
     }
 
-    def render(pool: Any) -> Rendered:  # in a worker thread: query, encode, compress
-        doc = queries.open_incidents(pool, **filters)
-        return Rendered.of(orjson.dumps(doc), "application/json")
+    def render(pool: Any) -> Rendered:  # in a worker thread: query (JSON built by SQL), gzip
+        body = api_queries.incidents_geojson(
+            pool, **{**filters, "status": filters["status"] or list(ACTIVE)}
+        )
+        return Rendered.of(body, "application/json")
 
     async def make() -> Rendered:
         rendered: Rendered = await service.db(render)

@@ -146,7 +146,7 @@ def measure(url: str, headers: dict[str, str], rate: float, seconds: float,
         "requests": len(results),
         "ok": len(ok),
         "errors": len(results) - len(ok),
-        "achieved_rps": round(len(ok) / max(wall - 1.0, seconds), 1),
+        "achieved_rps": round(len(ok) / max(wall - 2.0, seconds), 1),
         "p50_ms": round(pct(0.50), 1),
         "p90_ms": round(pct(0.90), 1),
         "p99_ms": round(pct(0.99), 1),
@@ -154,6 +154,27 @@ def measure(url: str, headers: dict[str, str], rate: float, seconds: float,
         "mean_ms": round(statistics.fmean(lat) * 1000, 1),
         "body_bytes": ok[0][2] if ok else 0,
     }
+
+
+def server_buckets(base_url: str, route: str) -> dict[float, float]:
+    """The API's own latency histogram for ``route`` (cumulative counts by bound, s)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    out: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("cityfix_api_request_seconds_bucket{") and f'route="{route}"' in line:
+            le = line.split('le="')[1].split('"')[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def server_p99_ms(before: dict[float, float], after: dict[float, float]) -> float:
+    """The bucket bound under which 99% of the requests in between were served (ms)."""
+    counts = {b: after[b] - before.get(b, 0.0) for b in sorted(after)}
+    total = counts.get(float("inf"), 0.0)
+    for bound, n in counts.items():
+        if total and n >= 0.99 * total:
+            return bound * 1000
+    return float("nan")
 
 
 def main() -> None:
@@ -189,6 +210,11 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
+        # The web map builds its road tiles in a background thread at start-up; measure the
+        # steady state, once that is done (a tile request waits for it).
+        t_warm = time.perf_counter()
+        httpx.get(f"{base_url}/tiles/roads/14/7800/6100.pbf", timeout=600)
+        print(f"server warm after {time.perf_counter() - t_warm:.1f} s")
         cases = {
             "open311 requests.json (1,000), gzip": (
                 f"{base_url}/open311/v2/requests.json", {"Accept-Encoding": "gzip"}),
@@ -203,8 +229,13 @@ def main() -> None:
         assert len(check) == 1000, len(check)
         assert len(fc["features"]) == N_INCIDENTS, len(fc["features"])
         results = {}
+        routes = {"open311 requests.json (1,000), gzip": "/open311/v2/requests.{fmt}",
+                  "incidents GeoJSON (5,000), gzip": "/api/incidents"}
         for label, (url, headers) in cases.items():
+            before = server_buckets(base_url, routes[label])
             results[label] = measure(url, headers, args.rate, args.seconds, args.procs)
+            results[label]["server_p99_ms_le"] = server_p99_ms(
+                before, server_buckets(base_url, routes[label]))
     finally:
         if server is not None:
             server.terminate()
@@ -213,14 +244,16 @@ def main() -> None:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
 
-    cols = ["achieved_rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "errors", "body_bytes"]
+    cols = ["achieved_rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "errors", "body_bytes",
+            "server_p99_ms_le"]
     load = os.getloadavg()[0]
     print(f"\nAPI benchmark: offered {args.rate:g} req/s for {args.seconds:g} s "
           f"from {args.procs} load processes; 1 API process; {os.cpu_count()} CPUs; "
           f"load average {load:.1f}\n")
-    print(f"{'endpoint':34}" + "".join(f"{c:>13}" for c in cols))
+    print(f"{'endpoint':36}" + "".join(f"{c:>17}" for c in cols))
     for label, r in results.items():
-        print(f"{label:34}" + "".join(f"{r[c]:>13}" for c in cols))
+        print(f"{label:36}" + "".join(f"{r[c]:>17}" for c in cols))
+    print("(server_p99_ms_le: bound of the API's own latency histogram bucket holding its p99)")
     target = all(r["p99_ms"] < 100 and r["errors"] == 0 for r in results.values())
     print(f"\ntarget p99 < 100 ms at {args.rate:g} req/s: {'met' if target else 'NOT met'}")
     out = ROOT / "bench" / "results" / "api.json"

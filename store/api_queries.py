@@ -256,3 +256,61 @@ def revoke_api_keys_named(db: Db, name: str) -> int:
             (name,),
         )
     )
+
+
+# --- the incidents map layer, built by PostgreSQL ----------------------------------------
+
+_FEATURE_PROPS = """incident_id, version, status, category, family, priority, manual_priority,
+score, score_breakdown, reporters, sensor_corroborated, opened_at, updated_at, expected_at,
+assigned_at, resolved_at, district, road_class, asset_id, crew_id, merged_into"""
+
+
+def incidents_geojson(
+    db: Db,
+    *,
+    status: Sequence[str],
+    priority: Sequence[str] | None = None,
+    category: Sequence[str] | None = None,
+    district: Sequence[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 10_000,
+) -> bytes:
+    """Incidents as GeoJSON FeatureCollection text, most urgent first.
+
+    The same features as ``store.queries.open_incidents``, but the JSON is built by
+    PostgreSQL and returned as one value, so a large layer costs the web service almost
+    nothing to encode.
+    """
+    where = ["status = ANY(%(status)s)"]
+    params: dict[str, Any] = {"status": list(status), "limit": limit}
+    for name, values in (("priority", priority), ("category", category), ("district", district)):
+        if values:
+            where.append(f"{name} = ANY(%({name})s)")
+            params[name] = list(values)
+    if since is not None:
+        where.append("opened_at >= %(since)s")
+        params["since"] = since
+    if until is not None:
+        where.append("opened_at < %(until)s")
+        params["until"] = until
+    # Only fixed column names and conditions are formatted in; values are parameters.
+    query = f"""
+SELECT json_build_object('type', 'FeatureCollection', 'features',
+                         coalesce(json_agg(f.feature ORDER BY f.priority, f.opened_at), '[]'))::text
+FROM (
+    SELECT i.priority, i.opened_at, json_build_object(
+        'type', 'Feature', 'id', i.incident_id,
+        'geometry', json_build_object('type', 'Point',
+                                      'coordinates', json_build_array(i.lon, i.lat)),
+        'properties', (SELECT to_json(p) FROM (SELECT {_FEATURE_PROPS}) p)) AS feature
+    FROM incidents i WHERE {" AND ".join(where)}
+    ORDER BY i.priority, i.opened_at LIMIT %(limit)s
+) f
+"""  # noqa: S608
+    with _cursor(db) as cur:
+        cur.execute(query.encode(), params)
+        row = cur.fetchone()
+    assert row is not None
+    text = next(iter(row.values()))
+    return str(text).encode()
