@@ -72,6 +72,7 @@ class _Publisher:
         self._acked = threading.Condition()
         self._unacked: set[int] = set()
         self._early: set[int] = set()  # acked before publish() returned its mid
+        self._stopping = False
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"{settings.dispatch.client_id}-{uuid.uuid4().hex[:6]}",
@@ -95,7 +96,8 @@ class _Publisher:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected.clear()
-        log.warning("mqtt disconnected; reconnecting", extra={"reason": str(reason)})
+        if not self._stopping:
+            log.warning("mqtt disconnected; reconnecting", extra={"reason": str(reason)})
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
         with self._acked:
@@ -135,6 +137,7 @@ class _Publisher:
 
         if not await asyncio.to_thread(flush):
             log.warning("plans not acknowledged by mqtt", extra={"count": len(self._unacked)})
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
 

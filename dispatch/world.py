@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -58,13 +59,14 @@ from core.schemas import (
 )
 from core.settings import DispatchSettings
 from dispatch.model import Crew, CrewRoute, Job, Plan, PlannedStop, Problem, TimeWindow
-from geo import RoadGraph
+from geo import RoadGraph, Route
 
 __all__ = [
     "FAMILY_SKILLS",
     "CrewDraft",
     "Draft",
     "JobDraft",
+    "Router",
     "Sites",
     "World",
     "assignments",
@@ -554,8 +556,16 @@ def empty_assignment(
     )
 
 
+class Router(Protocol):
+    """What ``assignments`` needs to draw a route (``RoadGraph`` is one)."""
+
+    def route(self, nodes: Sequence[int]) -> Route:
+        """The fastest drive through ``nodes`` in order (``NoRoute`` if impossible)."""
+        ...
+
+
 def _route_of(
-    graph: RoadGraph, nodes: Sequence[int], fallback: Sequence[tuple[float, float]]
+    graph: Router, nodes: Sequence[int], fallback: Sequence[tuple[float, float]]
 ) -> tuple[list[tuple[float, float]], list[float] | None]:
     try:
         route = graph.route(nodes)
@@ -569,7 +579,7 @@ def assignments(
     where: Sites,
     problem: Problem,
     plan: Plan,
-    graph: RoadGraph,
+    graph: Router,
     plan_id: str,
 ) -> dict[str, Assignment]:
     """One ``Assignment`` per crew of ``plan`` (crews without work get an empty one).
