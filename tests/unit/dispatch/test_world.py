@@ -434,3 +434,23 @@ def test_unreachable_legs_become_a_time_no_shift_covers() -> None:
     durations = np.array([[0.0, np.inf], [np.inf, 0.0]])
     problem = world.build_problem(draft, where, durations)
     assert problem.durations[1][0] == world.UNREACHABLE_S
+
+
+def test_road_cache_answers_like_the_graph(ags: geo.RoadGraph) -> None:
+    cache = _worker.RoadCache(ags)
+    nodes = [int(n) for n in ags.snap(*zip(WEST, SOUTH, CENTRE, EAST, strict=True)).node]
+    targets = nodes[1:]
+
+    first = cache.matrix(nodes, targets)
+    again = cache.matrix([*nodes, 7], targets)  # a new place: one more search, same answers
+
+    exact = ags.travel_time_matrix(nodes, targets)
+    np.testing.assert_allclose(first[:, 1:], exact)
+    assert np.isinf(first[:, 0]).all(), "nothing drives to a crew's start"
+    np.testing.assert_allclose(again[:4, 1:4], exact)
+    np.testing.assert_allclose(again[4, 1:4], ags.travel_time_matrix([7], targets)[0])
+
+    route, exact_route = cache.route(nodes), ags.route(nodes)
+    assert route.coordinates == exact_route.coordinates
+    assert route.leg_travel_time_s == pytest.approx(exact_route.leg_travel_time_s)
+    assert cache.route(nodes).coordinates == exact_route.coordinates  # from cached legs
