@@ -379,27 +379,67 @@ function badge(priority: string, status: string): string {
 }
 
 const LIST_LIMIT = 400;
+
+interface Row {
+  id: string;
+  html: string;
+  cls: string;
+  attrs: Record<string, string>;
+}
+
+// Update a list in place, keyed by id: rows keep their element (and so focus, hover and a
+// click in progress) while live updates stream in; only changed rows are redrawn.
+function reconcile(ul: HTMLElement, rows: Row[], tail: string | null): void {
+  const existing = new Map<string, HTMLElement>();
+  for (const li of [...ul.children] as HTMLElement[]) {
+    if (li.dataset.id) existing.set(li.dataset.id, li);
+    else li.remove();
+  }
+  let prev: HTMLElement | null = null;
+  for (const row of rows) {
+    let li = existing.get(row.id);
+    if (li) existing.delete(row.id);
+    else {
+      li = document.createElement("li");
+      li.dataset.id = row.id;
+      li.tabIndex = -1;
+    }
+    if (li.dataset.html !== row.html) {
+      li.innerHTML = row.html;
+      li.dataset.html = row.html;
+    }
+    if (li.className !== row.cls) li.className = row.cls;
+    for (const [k, v] of Object.entries(row.attrs)) if (li.getAttribute(k) !== v) li.setAttribute(k, v);
+    const want: ChildNode | null = prev ? prev.nextSibling : ul.firstChild;
+    if (want !== li) ul.insertBefore(li, want);
+    prev = li;
+  }
+  for (const li of existing.values()) li.remove();
+  if (tail) ul.insertAdjacentHTML("beforeend", tail);
+}
+
 function renderList(items: Incident[]): void {
   const ul = $("incident-list");
-  const now = Date.now();
-  const focused = (document.activeElement as HTMLElement | null)?.dataset?.id;
-  const rows = items.slice(0, LIST_LIMIT).map((inc) => {
-    const sla = slaText(inc.expected_at, now);
+  const rows = items.slice(0, LIST_LIMIT).map((inc): Row => {
     const sel = inc.incident_id === state.selected;
-    return `<li role="option" tabindex="-1" data-id="${esc(inc.incident_id)}" aria-selected="${sel}" class="${sel ? "sel" : ""}">
-      ${badge(inc.priority, inc.status)}
+    return {
+      id: inc.incident_id,
+      cls: sel ? "sel" : "",
+      attrs: { role: "option", "aria-selected": String(sel) },
+      html: `${badge(inc.priority, inc.status)}
       <span class="what">${esc(categoryName(inc.category))}</span>
       <span class="st st-${esc(inc.status)}">${esc(label(inc.status))}</span>
       <span class="sub">${esc(inc.district ?? "")}${inc.crew_id ? ` · ${esc(inc.crew_id)}` : ""}</span>
-      <span class="sla${sla.late ? " late" : ""}" data-due="${esc(inc.expected_at ?? "")}">${esc(sla.text)}</span>
-    </li>`;
+      <span class="sla" data-due="${esc(inc.expected_at ?? "")}"></span>`,
+    };
   });
-  if (items.length > LIST_LIMIT) rows.push(`<li class="more" aria-disabled="true">${items.length - LIST_LIMIT} more: narrow the filters</li>`);
-  if (!items.length) rows.push(`<li class="more" aria-disabled="true">No incidents match.</li>`);
-  ul.innerHTML = rows.join("");
+  let tail: string | null = null;
+  if (items.length > LIST_LIMIT) tail = `<li class="more" aria-disabled="true">${items.length - LIST_LIMIT} more: narrow the filters</li>`;
+  if (!items.length) tail = `<li class="more" aria-disabled="true">No incidents match.</li>`;
+  reconcile(ul, rows, tail);
   $("count-incidents").textContent = String(items.length);
   rove(ul, state.selected);
-  if (focused) ul.querySelector<HTMLElement>(`li[data-id="${CSS.escape(focused)}"]`)?.focus();
+  tick();
 }
 
 // One tab stop per list (a "roving" tabindex): Tab enters the list at the item last
@@ -444,33 +484,34 @@ listKeys($("crew-list"), (li) => selectCrew(li.dataset.id!, true));
 
 function renderCrews(): void {
   const ul = $("crew-list");
-  const now = Date.now();
   const ids = [...new Set([...state.crews.keys(), ...state.assignments.keys()])].sort();
-  const focused = (document.activeElement as HTMLElement | null)?.dataset?.id;
-  ul.innerHTML = ids
-    .map((id) => {
-      const c = state.crews.get(id);
-      const a = state.assignments.get(id);
-      const stops = a?.stops ?? [];
-      const sel = id === state.selectedCrew;
-      const stopRows = stops
-        .map((s, i) => {
-          const inc = state.incidents.get(s.incident_id);
-          return `<li data-stop="${esc(s.incident_id)}">${i + 1}. ${inc ? badge(inc.priority, inc.status) + " " + esc(categoryName(inc.category)) : esc(s.incident_id)}${s.pinned ? " 📌" : ""} <span class="eta">${esc(eta(s.eta, now))}</span></li>`;
-        })
-        .join("");
-      return `<li tabindex="-1" data-id="${esc(id)}" class="crew ${sel ? "sel" : ""}" aria-current="${sel}">
-        <span class="arrow" style="transform: rotate(${Number(c?.heading_deg ?? 0)}deg)" aria-hidden="true">➤</span>
+  const rows = ids.map((id): Row => {
+    const c = state.crews.get(id);
+    const a = state.assignments.get(id);
+    const stops = a?.stops ?? [];
+    const sel = id === state.selectedCrew;
+    const stopRows = stops
+      .map((s, i) => {
+        const inc = state.incidents.get(s.incident_id);
+        const what = inc ? `${badge(inc.priority, inc.status)} ${esc(categoryName(inc.category))}` : esc(s.incident_id);
+        return `<li data-stop="${esc(s.incident_id)}">${i + 1}. ${what}${s.pinned ? ' <span title="pinned">(pinned)</span>' : ""} <span class="eta" data-eta="${esc(s.eta)}"></span></li>`;
+      })
+      .join("");
+    return {
+      id,
+      cls: `crew${sel ? " sel" : ""}`,
+      attrs: { "aria-current": String(sel), "aria-expanded": String(sel) },
+      html: `<span class="arrow" style="transform: rotate(${Number(c?.heading_deg ?? 0) - 90}deg)" aria-hidden="true">➤</span>
         <span class="what">${esc(id)}</span>
         <span class="st">${esc(label(c?.status ?? "unknown"))}</span>
-        <span class="sub">${stops.length} stop${stops.length === 1 ? "" : "s"}${stops[0] ? ` · next ${esc(eta(stops[0].eta, now))}` : ""}</span>
-        <ol class="stops" aria-label="Plan of ${esc(id)}" data-plan="${esc(a?.plan_id ?? "")}">${stopRows}</ol>
-      </li>`;
-    })
-    .join("");
+        <span class="sub">${stops.length} stop${stops.length === 1 ? "" : "s"}${stops[0] ? ` · next <span data-eta="${esc(stops[0].eta)}"></span>` : ""}</span>
+        <ol class="stops" aria-label="Plan of ${esc(id)}" data-plan="${esc(a?.plan_id ?? "")}">${stopRows}</ol>`,
+    };
+  });
+  reconcile(ul, rows, ids.length ? null : `<li class="more" aria-disabled="true">No crews reported yet.</li>`);
   $("count-crews").textContent = String(ids.length);
   rove(ul, state.selectedCrew);
-  if (focused) ul.querySelector<HTMLElement>(`li[data-id="${CSS.escape(focused)}"]`)?.focus();
+  tick();
 }
 
 function renderKpis(k: Kpis): void {
@@ -692,9 +733,13 @@ function render(): void {
 
 function tick(): void {
   const now = Date.now();
+  document.querySelectorAll<HTMLElement>("[data-eta]").forEach((el) => {
+    const text = eta(el.dataset.eta || null, now);
+    if (el.textContent !== text) el.textContent = text;
+  });
   document.querySelectorAll<HTMLElement>("[data-due]").forEach((el) => {
     const s = slaText(el.dataset.due || null, now);
-    el.textContent = s.text;
+    if (el.textContent !== s.text) el.textContent = s.text;
     el.classList.toggle("late", s.late);
   });
 }
@@ -767,7 +812,6 @@ function renderPanel(id: string, focus: boolean): void {
   const history = detail?.history ?? inc.history ?? [];
   const breakdown = Object.entries(inc.score_breakdown ?? {}).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
   const maxPart = Math.max(1, ...breakdown.map(([, v]) => Math.abs(v)));
-  const sla = slaText(inc.expected_at);
   const info = `
     <header class="panel-head">
       <h2 id="panel-title">${badge(inc.priority, inc.status)} ${esc(categoryName(inc.category))}</h2>
@@ -776,7 +820,7 @@ function renderPanel(id: string, focus: boolean): void {
     <p class="muted mono">${esc(inc.incident_id)}</p>
     <dl class="facts">
       <dt>Status</dt><dd><span class="st st-${esc(inc.status)}">${esc(label(inc.status))}</span>${inc.merged_into ? ` → ${esc(inc.merged_into)}` : ""}</dd>
-      <dt>SLA</dt><dd class="sla${sla.late ? " late" : ""}" data-due="${esc(inc.expected_at ?? "")}">${esc(sla.text)}</dd>
+      <dt>SLA</dt><dd class="sla" data-due="${esc(inc.expected_at ?? "")}"></dd>
       <dt>Due</dt><dd>${esc(clock(inc.expected_at))}</dd>
       <dt>Crew</dt><dd>${esc(inc.crew_id ?? "none")}</dd>
       <dt>District</dt><dd>${esc(inc.district ?? "–")}</dd>
@@ -801,11 +845,25 @@ function renderPanel(id: string, focus: boolean): void {
     <h3>History</h3>
     <ol class="history">${history.map((h) => `<li><span class="muted">${esc(clock(h.at))}</span> ${esc(label(h.status))}${h.reason ? ` – ${esc(h.reason)}` : ""}</li>`).join("")}</ol>`;
   const actions = auth.canAct ? actionForms(inc) : `<p class="muted">Signed in as a viewer: actions need the dispatcher role.</p>`;
-  if (busy && panel.querySelector(".info")) {
-    panel.querySelector(".info")!.innerHTML = info;
-  } else {
+  // Redraw only what changed, so a click or a choice in progress survives live updates.
+  const infoEl = panel.querySelector<HTMLElement>(".info");
+  const actEl = panel.querySelector<HTMLElement>(".actions");
+  if (!infoEl || !actEl || panel.dataset.id !== id) {
     panel.innerHTML = `<div class="info">${info}</div><div class="actions">${actions}</div>`;
+    panel.dataset.id = id;
+    panel.querySelector<HTMLElement>(".info")!.dataset.html = info;
+    panel.querySelector<HTMLElement>(".actions")!.dataset.html = actions;
+  } else {
+    if (infoEl.dataset.html !== info) {
+      infoEl.innerHTML = info;
+      infoEl.dataset.html = info;
+    }
+    if (!busy && actEl.dataset.html !== actions) {
+      actEl.innerHTML = actions;
+      actEl.dataset.html = actions;
+    }
   }
+  tick();
   panel.setAttribute("aria-labelledby", "panel-title");
   panel.hidden = false;
   document.body.classList.add("panel-open");
