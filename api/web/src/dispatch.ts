@@ -491,10 +491,10 @@ function renderCrews(): void {
     const stops = a?.stops ?? [];
     const sel = id === state.selectedCrew;
     const stopRows = stops
-      .map((s, i) => {
+      .map((s) => {
         const inc = state.incidents.get(s.incident_id);
         const what = inc ? `${badge(inc.priority, inc.status)} ${esc(categoryName(inc.category))}` : esc(s.incident_id);
-        return `<li data-stop="${esc(s.incident_id)}">${i + 1}. ${what}${s.pinned ? ' <span title="pinned">(pinned)</span>' : ""} <span class="eta" data-eta="${esc(s.eta)}"></span></li>`;
+        return `<li data-stop="${esc(s.incident_id)}">${what}${s.pinned ? ' <span title="pinned">(pinned)</span>' : ""} <span class="eta" data-eta="${esc(s.eta)}"></span></li>`;
       })
       .join("");
     return {
