@@ -7,12 +7,15 @@ Settings are applied to the app before the worker starts; the city's road graph 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
 import typer
+from aiokafka.errors import TopicAlreadyExistsError
 
 from cli.main import settings_of
+from core.settings import Settings
 
 _log = logging.getLogger(__name__)
 
@@ -35,9 +38,34 @@ def worker(
     graph = geo.load_city(settings.geo)
     _log.info("streams worker: city %s ready (%d edges)", graph.name, graph.edge_count)
     app = streams_app_module.configure(settings)
+    asyncio.run(_ensure_internal_topics(settings))
     import faust
 
     faust.Worker(app, loglevel=loglevel, override_logging=False).execute_from_commandline()
+
+
+async def _ensure_internal_topics(settings: Settings) -> None:
+    """Create the cell topic before the worker subscribes.
+
+    Faust declares an agent's topic while it starts, which can race the first partition
+    assignment; a topic missing then is ignored until the next rebalance.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from streams import agents
+
+    name = agents.cells.channel.get_topic_name()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    await admin.start()
+    try:
+        if name not in await admin.list_topics():
+            topic = NewTopic(name, settings.kafka.default_partitions, 1)
+            await admin.create_topics([topic])
+            _log.info("created topic %s", name)
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -99,7 +99,13 @@ class Sink:
 
     async def incident(self, inc: Incident) -> None:
         """Publish an incident's full current state (compacted topic, key = id)."""
-        await incidents_topic.send(key=inc.incident_id.encode(), value=schemas.dumps(inc))
+        # The header names the app that wrote the record: several deployments (a demo, a
+        # test) may share one Kafka, and readers can tell their records apart.
+        await incidents_topic.send(
+            key=inc.incident_id.encode(),
+            value=schemas.dumps(inc),
+            headers=[("cityfix-app", app.conf.id.encode())],
+        )
 
     async def route(self, key: str, msg: Msg) -> None:
         """Send a message to a cell."""
@@ -204,6 +210,20 @@ async def cells(stream: Any) -> None:
             _log.exception("cell message dropped", extra={"key": _text(key)})
             continue
         await _deliver(out)
+        await _drain_changelogs()
+
+
+async def _drain_changelogs() -> None:
+    """Hand this message's table writes to the Kafka producer before it is acknowledged.
+
+    Faust buffers changelog writes and its pre-commit flush gives up after 0.1 s without
+    progress, so under load it can commit an offset whose table writes are still in the
+    buffer; a crash then loses them. Draining here, before the next message (which
+    acknowledges this one), closes that gap: the commit's producer flush covers them.
+    """
+    buf = app.producer.buffer
+    while buf.size and buf.state == "running":
+        await buf.flush()
 
 
 def _text(v: bytes | str) -> str:
@@ -250,6 +270,7 @@ async def plans(stream: Any) -> None:
         plans_table[key] = dumps(after)
         for cell, msg in Engine.plan_changes(crew_id, before, after, at_s):
             await sink.route(cell, msg)
+        await _drain_changelogs()
 
 
 _last_aging = 0.0
