@@ -167,7 +167,7 @@ def test_pinning_an_incident_changes_the_crews_plan(pipeline: Stack, page) -> No
     pipeline.mqtt_publish(messages)
     lat, lon = _road_point(pipeline, 0)
     district = _district()
-    inc = incident(lat, lon, priority="P2", skill=skill, service_s=600.0, district=district)
+    inc = incident(lat, lon, priority="P1", skill=skill, service_s=600.0, district=district)
     inc_id = inc.incident_id
     pipeline.produce_incident(inc)
     login(page, pipeline, DISPATCHER, query=f"?district={district}")
