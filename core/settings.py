@@ -97,6 +97,7 @@ class StreamsSettings(BaseModel):
     app_id: str = "cityfix-streams"
     broker_session_timeout_s: float = Field(30.0, gt=0)
     broker_heartbeat_interval_s: float = Field(3.0, gt=0)
+    producer_linger_ms: float = Field(5.0, ge=0)
 
 
 class DispatchSettings(BaseModel):

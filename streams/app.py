@@ -50,6 +50,10 @@ def configure(settings: Settings) -> faust.App:
         # Local table state in RocksDB (through rocksdict); the changelog topics stay the
         # source of truth, so a worker on a fresh disk recovers from them.
         "store": settings.streams.store,
+        # Table changelogs and outputs are many small records: batch them per partition
+        # (a few ms of linger) instead of one produce round trip per record.
+        "producer_linger": settings.streams.producer_linger_ms / 1000.0,
+        "producer_max_batch_size": 512 * 1024,
         # How soon a crashed worker's partitions move to the others.
         "broker_session_timeout": settings.streams.broker_session_timeout_s,
         "broker_heartbeat_interval": settings.streams.broker_heartbeat_interval_s,
