@@ -8,9 +8,11 @@ requires, but holds no configuration until ``configure(settings)`` is called by 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import faust
+from faust.exceptions import AlreadyConfiguredWarning
 
 from core.errors import ConfigError
 from core.settings import Settings
@@ -58,7 +60,11 @@ def configure(settings: Settings) -> faust.App:
         "broker_session_timeout": settings.streams.broker_session_timeout_s,
         "broker_heartbeat_interval": settings.streams.broker_heartbeat_interval_s,
     }
-    app.config_from_object(conf)
+    with warnings.catch_warnings():
+        # Declaring a topic at import (agents, sinks) configures the app with defaults;
+        # re-applying the real settings afterwards is what this function is for.
+        warnings.simplefilter("ignore", AlreadyConfiguredWarning)
+        app.config_from_object(conf)
     return app
 
 
