@@ -45,7 +45,9 @@ def api_settings(settings: Settings) -> Iterator[Settings]:
             "jurisdiction_id": "porto.test",
         }
     )
-    test_settings = settings.model_copy(update={"pg": pg, "api": api})
+    # The small test city keeps the map router's road tiles cheap to build.
+    geo = settings.geo.model_copy(update={"city": "aguascalientes"})
+    test_settings = settings.model_copy(update={"pg": pg, "api": api, "geo": geo})
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
         migrate(conn)
         api_queries.ensure_api_schema(conn)

@@ -26,11 +26,6 @@ from tests.integration.streams.test_worker import (
 pytestmark = pytest.mark.timeout(400)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the streams worker in a subprocess produced no incident for the posted reports "
-    "within 240 s in this environment (the reports do reach raw.reports); under investigation",
-)
 def test_posted_request_joins_an_incident_and_get_shows_it(client, api_key, api_settings, tmp_path):
     uid = uuid.uuid4().hex[:8]
     app_id = APP_PREFIX + "api-" + uid
@@ -38,6 +33,7 @@ def test_posted_request_joins_an_incident_and_get_shows_it(client, api_key, api_
     env = {
         **os.environ,
         "CITYFIX_PG__DATABASE": api_settings.pg.database,
+        "CITYFIX_GEO__CITY": api_settings.geo.city,
         "CITYFIX_STREAMS__APP_ID": app_id,
         "CITYFIX_STREAMS__DATA_DIR": str(tmp_path / "streams-data"),
         "CITYFIX_STREAMS__WEB_PORT": str(free_port()),
@@ -55,8 +51,8 @@ def test_posted_request_joins_an_incident_and_get_shows_it(client, api_key, api_
                 data={
                     "api_key": api_key,
                     "service_code": "pothole",
-                    "lat": "41.14961",
-                    "long": "-8.61099",
+                    "lat": "21.87235",
+                    "long": "-102.27065",
                     "description": "deep hole at the crossing",
                 },
             )
