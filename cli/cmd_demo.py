@@ -43,6 +43,7 @@ from core.clock import Clock
 from core.errors import CityfixError
 from core.settings import Settings
 from core.topics import KAFKA_TOPICS
+from ingest.bridge import end_session
 
 log = logging.getLogger(__name__)
 
@@ -640,6 +641,9 @@ async def _run(settings: Settings, opts: DemoOptions, console: Console) -> dict[
         await demo.terminate([c for c in reversed(demo.children) if c.name != "simulators"])
         await demo.drain()
         _save_sim_s(settings, clock.time())
+        # The demo's bridge is gone for good: leave no session behind in the shared
+        # subscription, or the broker would keep handing it other bridges' messages.
+        await asyncio.to_thread(end_session, settings)
 
     finally:
         # Whatever happened above, leave no process behind.

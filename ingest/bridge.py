@@ -29,6 +29,7 @@ import collections
 import contextlib
 import logging
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -100,6 +101,39 @@ class _Item:
 def subscriptions(share_group: str) -> list[str]:
     """The shared-subscription filters every bridge instance subscribes to."""
     return [f"$share/{share_group}/{t}" for t in INBOUND_SUBSCRIPTIONS]
+
+
+def end_session(settings: Settings, instance: int = 0, timeout_s: float = 5.0) -> bool:
+    """Retire a bridge instance: make the broker drop its persistent session.
+
+    A stopped instance keeps its place in the shared subscription until its session
+    expires, and the broker keeps handing it a share of the messages; a deployment that
+    scales down for good (or a demo that ends) retires the instance with this. Messages
+    still queued in that session are dropped with it, so stop the instance gracefully
+    first. Returns whether the broker accepted the clean connection.
+    """
+    connected = threading.Event()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"{settings.ingest.client_id}-{instance}",
+        protocol=mqtt.MQTTv5,
+    )
+    client.username_pw_set(
+        settings.mqtt.service_username, settings.mqtt.service_password.get_secret_value()
+    )
+    client.on_connect = lambda *_args: connected.set()
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    try:
+        client.connect(settings.mqtt.host, settings.mqtt.port, clean_start=True, properties=props)
+    except OSError:
+        return False
+    client.loop_start()
+    try:
+        return connected.wait(timeout_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 class Bridge:

@@ -93,9 +93,9 @@ def test_incidents_geojson_filters_and_detail(client, users, world):
     assert world["crew"] in {c["crew_id"] for c in crews}
 
 
-def _commands_end() -> dict[TopicPartition, int]:
+def _commands_end(bootstrap: str) -> dict[TopicPartition, int]:
     async def run():
-        c = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9092", group_id=None)
+        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
         await c.start()
         try:
             tps = [
@@ -109,9 +109,9 @@ def _commands_end() -> dict[TopicPartition, int]:
     return asyncio.run(run())
 
 
-def _commands_after(start: dict[TopicPartition, int], n: int) -> list[Command]:
+def _commands_after(bootstrap: str, start: dict[TopicPartition, int], n: int) -> list[Command]:
     async def run():
-        c = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9092", group_id=None)
+        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
         await c.start()
         try:
             c.assign(list(start))
@@ -129,7 +129,9 @@ def _commands_after(start: dict[TopicPartition, int], n: int) -> list[Command]:
     return asyncio.run(run())
 
 
-def test_actions_go_to_kafka_as_commands_and_only_for_dispatchers(client, users, world):
+def test_actions_go_to_kafka_as_commands_and_only_for_dispatchers(
+    client, users, world, api_settings
+):
     actions = [
         (f"/api/incidents/{world['a']}/priority", {"priority": "P1", "note": "school nearby"}),
         (f"/api/incidents/{world['a']}/pin", {"crew_id": world["crew"]}),
@@ -140,14 +142,14 @@ def test_actions_go_to_kafka_as_commands_and_only_for_dispatchers(client, users,
     for path, body in actions:
         assert client.post(path, json=body).status_code == 401
         assert client.post(path, json=body, headers=users.auth("viewer")).status_code == 403
-    start = _commands_end()
+    start = _commands_end(api_settings.kafka.bootstrap)
     sent = []
     for role in ("dispatcher", "admin"):
         for path, body in actions:
             resp = client.post(path, json=body, headers=users.auth(role))
             assert resp.status_code == 202, resp.text
             sent.append(resp.json()["command_id"])
-    got = _commands_after(start, len(sent))
+    got = _commands_after(api_settings.kafka.bootstrap, start, len(sent))
     mine = [c for c in got if str(c.command_id) in sent]
     assert [str(c.command_id) for c in mine] == sent
     first = mine[0]

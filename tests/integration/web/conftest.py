@@ -22,6 +22,7 @@ import pytest
 from psycopg import sql
 
 from core.settings import Settings
+from ingest.bridge import end_session
 from tests.integration.web.stack import (
     ARTIFACTS,
     CITYFIX,
@@ -72,6 +73,9 @@ def stack(settings: Settings) -> Iterator[Stack]:
         "CITYFIX_API__POST_RATE_PER_MIN": "10000",
         "CITYFIX_API__POST_RATE_PER_ADDRESS_PER_MIN": "10000",
         "CITYFIX_INGEST__CLIENT_ID": f"cityfix-ingest-web-{uid}",
+        # A share group of its own: another bridge's lingering session in the default
+        # group would otherwise take a share of this test's messages.
+        "CITYFIX_INGEST__SHARE_GROUP": f"web-{uid}",
         "CITYFIX_INGEST__METRICS_PORT": str(free_port()),
         "CITYFIX_STREAMS__DATA_DIR": str(data_dir),
         "CITYFIX_STREAMS__WEB_PORT": str(free_port()),
@@ -102,6 +106,8 @@ def stack(settings: Settings) -> Iterator[Stack]:
         yield s
     finally:
         s.stop()
+        ingest = settings.ingest.model_copy(update={"client_id": env["CITYFIX_INGEST__CLIENT_ID"]})
+        end_session(settings.model_copy(update={"ingest": ingest}))
         shutil.rmtree(data_dir, ignore_errors=True)
         with _admin(settings) as conn:
             conn.execute(
