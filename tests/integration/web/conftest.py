@@ -133,7 +133,9 @@ def streams(stack: Stack, commands: set[str]) -> Stack:
     _require(commands, "ingest", "streams worker")
     if not any(p.name == "ingest" for p in stack.procs):
         fast_forward(stack.settings, stack.env["CITYFIX_STREAMS__APP_ID"])
-        stack.start("ingest", "ingest", "--session-expiry-s", "120")
+        # Wait for the bridge's subscription: a shared subscription with no member yet
+        # drops what the test publishes.
+        stack.start("ingest", "ingest", "--session-expiry-s", "120").wait_log("subscribed", 60)
         stack.start("streams", "streams", "worker", "--loglevel", "warning")
     return stack
 
@@ -143,7 +145,8 @@ def pipeline(streams: Stack, commands: set[str]) -> Stack:
     """The stack plus ingest, the stream worker and ``cityfix dispatch run``."""
     _require(commands, "dispatch run")
     if not any(p.name == "dispatch" for p in streams.procs):
-        streams.start("dispatch", "dispatch", "run")
+        # Ready once its world is rebuilt and the first plan is out.
+        streams.start("dispatch", "dispatch", "run").wait_log("re-planned", 120)
     return streams
 
 

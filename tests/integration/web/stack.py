@@ -116,6 +116,16 @@ class Proc:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def wait_log(self, text: str, timeout_s: float) -> None:
+        """Wait until this run of the process has logged ``text`` (a readiness line)."""
+
+        def seen() -> bool:
+            assert self.alive(), f"cityfix {' '.join(self.args)} exited:\n{self.log()}"
+            run = self.log_path.read_text(errors="replace").rsplit("\n=== ", 1)[-1]
+            return text in run
+
+        wait_until(seen, timeout_s, f"{self.name} to log {text!r}")
+
     def log(self, chars: int = 3000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
