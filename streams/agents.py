@@ -258,7 +258,7 @@ async def plans(stream: Any) -> None:
         before = loads(plans_table.get(key) or b"[]")
         if value is None:
             after: list[str] = []
-            at_s = time.time()
+            at_s = engine().clock.time()  # a tombstone has no time of its own
         else:
             try:
                 plan = schemas.parse(Assignment, value)
