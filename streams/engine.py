@@ -723,41 +723,36 @@ def _str(v: Any) -> str:
 
 
 def _observation(p: CitizenReport | SensorAlert, snap: Any) -> Observation:
+    where = {
+        "lat": p.lat,
+        "lon": p.lon,
+        "edge": snap.edge,
+        "along_m": snap.along_m,
+        "snap_lat": snap.snap_lat,
+        "snap_lon": snap.snap_lon,
+        "asset_id": p.asset_id,
+    }
     if isinstance(p, CitizenReport):
-        family = family_of_category(p.category)
         return Observation(
             evidence_id=str(p.report_id),
             kind="report",
-            family=family.name,
+            family=family_of_category(p.category).name,
             category=p.category.value,
-            lat=p.lat,
-            lon=p.lon,
-            edge=snap.edge,
-            along_m=snap.along_m,
-            snap_lat=snap.snap_lat,
-            snap_lon=snap.snap_lon,
             at_s=p.reported_at.timestamp(),
-            asset_id=p.asset_id,
             source=p.client_id,
             description=p.description,
             media_url=p.media_url,
+            **where,
         )
-    family = family_of_kind(p.kind)
     return Observation(
         evidence_id=str(p.alert_id),
         kind="alert",
-        family=family.name,
+        family=family_of_kind(p.kind).name,
         category=p.kind.value,
-        lat=p.lat,
-        lon=p.lon,
-        edge=snap.edge,
-        along_m=snap.along_m,
-        snap_lat=snap.snap_lat,
-        snap_lon=snap.snap_lon,
         at_s=p.observed_at.timestamp(),
-        asset_id=p.asset_id,
         source=p.device_id,
         value=p.value,
+        **where,
     )
 
 
