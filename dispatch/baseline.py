@@ -29,10 +29,13 @@ def greedy(problem: Problem, settings: SolverSettings) -> Plan:
         routes.append(route)
         ids.append([])
 
-    # A crew heading somewhere keeps going there first, as a human dispatcher would.
+    # A crew heading somewhere keeps going there first, as a human dispatcher would; when
+    # two crews head to one job, the first one keeps it.
+    heading: set[str] = set()
     for v, crew in enumerate(crews):
         target = crew.heading_to
-        if target is not None and v in elig.allowed.get(target, ()):
+        if target is not None and target not in heading and v in elig.allowed.get(target, ()):
+            heading.add(target)
             ids[v].append(target)
             route = _schedule.schedule(problem, crew, ids[v], elig.origins[v])
             assert route is not None

@@ -29,3 +29,13 @@ def test_a_job_that_fits_no_shift_is_left_out():
     assert [(u.job_id, u.reason) for u in plan.unassigned] == [
         ("b", "dropped: lower priority than the jobs kept")
     ]
+
+
+def test_two_crews_heading_to_one_job_do_not_both_get_it():
+    points = [(0, 0), (100, 0), (500, 0), (900, 0)]
+    jobs = [Job("j0", 2), Job("j1", 3)]
+    crews = [Crew("A", 0, DAY, heading_to="j0"), Crew("B", 1, DAY, heading_to="j0")]
+    plan = greedy(problem(points, jobs, crews), fast_settings())
+    planned = [jid for r in plan.routes for jid in r.job_ids]
+    assert sorted(planned) == ["j0", "j1"]
+    assert plan.route_of("A").job_ids[0] == "j0"
