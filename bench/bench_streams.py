@@ -12,7 +12,11 @@ Three measurements, one run, on the aguascalientes graph:
    of the first ``incidents`` record holding it minus that of its raw record; p50/p99.
    A plain consumer of the raw topics measures the transport alone in the same run.
 
-Usage: ``uv run python bench/bench_streams.py [--events 10000] [--rate 1000] [--seconds 10]``.
+The worker runs with ``--role dedup`` (the store sinks would run in a ``--role store``
+worker of their own); ``--role all`` measures a worker that also writes the store.
+
+Usage: ``uv run python bench/bench_streams.py [--events 10000] [--rate 1000] [--seconds 10]
+[--role dedup|all]``.
 Prints a table and writes ``bench/results/streams.json``.
 """
 
@@ -51,6 +55,7 @@ from tests.unit.streams.conftest import DATA, fault_sites, point_along  # noqa: 
 APP_ID = f"cityfix-streams-bench-{uuid.uuid4().hex[:8]}"
 CITYFIX = REPO / ".venv" / "bin" / "cityfix"
 RESULTS = REPO / "bench" / "results" / "streams.json"
+ROLE = "dedup"  # the worker's --role (set from the command line)
 
 
 #: (citizen category, sensor kind or None, unit): every family, so faults at one place
@@ -280,8 +285,18 @@ def start_worker(tmp: Path) -> subprocess.Popen:
     }
     log = (tmp.parent / "bench-worker.log").open("ab")
     return subprocess.Popen(
-        [str(CITYFIX), "streams", "worker"], cwd=REPO, env=env, stdout=log, stderr=log
+        [str(CITYFIX), "streams", "worker", "--role", ROLE],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=log,
     )
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -315,6 +330,7 @@ async def bench_kafka(
         burst = workload(graph, n, 300, seed=1)
         raw = RawTap(bootstrap)
         await raw.start()
+        cpu0 = _cpu_s(worker.pid)
         t0 = time.time()
         sent = await produce(bootstrap, burst, None)
         ok = await watch.wait_for(set(sent), 180)
@@ -323,6 +339,7 @@ async def bench_kafka(
         got = sum(1 for i in ids if i in watch.first_seen)
         span_s = last / 1000 - t0
         raw_span = (max(raw.seen.values()) / 1000 - t0) if raw.seen else float("nan")
+        cpu_ms = (_cpu_s(worker.pid) - cpu0) * 1000
         await raw.stop()
         out["throughput"] = {
             "events": n,
@@ -331,6 +348,8 @@ async def bench_kafka(
             "seconds": round(span_s, 3),
             "events_per_s": round(got / span_s),
             "raw_consumer_events_per_s": round(len(raw.seen) / raw_span),
+            # CPU the worker spent per event: what a quieter machine would not change
+            "worker_cpu_ms_per_event": round(cpu_ms / max(got, 1), 3),
         }
 
         # Latency at a fixed rate.
@@ -382,7 +401,15 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--no-kafka", action="store_true", help="only the in-process measurement")
+    ap.add_argument(
+        "--role",
+        choices=("dedup", "all"),
+        default="dedup",
+        help="the worker's --role: dedup alone (default) or with the store sinks in-process",
+    )
     args = ap.parse_args()
+    global ROLE
+    ROLE = args.role
 
     settings = Settings()
     gs = GeoSettings(city="aguascalientes", osm_dir=DATA, cache_dir=settings.geo.cache_dir)
@@ -394,6 +421,9 @@ def main() -> None:
         "python": platform.python_version(),
         "city": "aguascalientes",
         "at": datetime.now(UTC).isoformat(),
+        "cpus": os.cpu_count(),
+        "load_avg_1m_before": round(os.getloadavg()[0], 2),
+        "worker_role": ROLE,
     }
     results["in_process"] = bench_inline(settings, roads, events)
     if not args.no_kafka:
@@ -401,6 +431,7 @@ def main() -> None:
             asyncio.run(bench_kafka(settings, graph, args.events, args.rate, args.seconds))
         )
 
+    results["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     ip = results["in_process"]
     rows = [
         (
@@ -417,6 +448,7 @@ def main() -> None:
                 f"{t['events_per_s']:,} ev/s",
                 f"{t['processed']:,}/{t['events']:,} events",
             ),
+            ("worker CPU per event", f"{t['worker_cpu_ms_per_event']} ms", f"role {ROLE}"),
             (
                 "raw consumer (ceiling)",
                 f"{t['raw_consumer_events_per_s']:,} ev/s",

@@ -28,17 +28,33 @@ streams_app = typer.Typer(
 def worker(
     ctx: typer.Context,
     loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Faust log level.")] = "info",
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role",
+            help="all (default: settings streams.role), dedup (no store sinks) or store "
+            "(only the sinks, consumer group '{app_id}-store').",
+        ),
+    ] = None,
 ) -> None:
     """Run one stream worker; run more to scale out by partitions."""
     import geo
     from streams import app as streams_app_module
 
     settings = settings_of(ctx)
+    if role is not None:
+        if role not in ("all", "dedup", "store"):
+            raise typer.BadParameter("must be all, dedup or store", param_hint="--role")
+        settings = settings.model_copy(
+            update={"streams": settings.streams.model_copy(update={"role": role})}
+        )
     settings.streams.data_dir.mkdir(parents=True, exist_ok=True)
-    graph = geo.load_city(settings.geo)
-    _log.info("streams worker: city %s ready (%d edges)", graph.name, graph.edge_count)
     app = streams_app_module.configure(settings)
-    asyncio.run(_ensure_internal_topics(settings))
+    if settings.streams.role != "store":
+        graph = geo.load_city(settings.geo)
+        _log.info("streams worker: city %s ready (%d edges)", graph.name, graph.edge_count)
+        asyncio.run(_ensure_internal_topics(settings))
+    _log.info("streams worker: role %s, app id %s", settings.streams.role, app.conf.id)
     import faust
 
     faust.Worker(app, loglevel=loglevel, override_logging=False).execute_from_commandline()

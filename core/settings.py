@@ -98,6 +98,15 @@ class StreamsSettings(BaseModel):
     broker_session_timeout_s: float = Field(30.0, gt=0)
     broker_heartbeat_interval_s: float = Field(3.0, gt=0)
     producer_linger_ms: float = Field(5.0, ge=0)
+    # The cell agent handles messages in batches: up to this many, or what arrived within
+    # this wait; table writes and incident records are coalesced per key over a batch.
+    cell_batch_max: int = Field(500, ge=1)
+    cell_batch_wait_ms: float = Field(5.0, gt=0)
+    # What a worker runs: "all" (dedup, scoring, lifecycle and the store sinks), "dedup"
+    # (all but the sinks) or "store" (only the sinks, as the consumer group
+    # "{app_id}-store"); a deployment runs "dedup" and "store" workers side by side to
+    # keep the sinks' database writes off the dedup path.
+    role: Literal["all", "dedup", "store"] = "all"
 
 
 class DispatchSettings(BaseModel):

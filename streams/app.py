@@ -4,6 +4,11 @@ Agents live in task-named modules of this package and are found by autodiscovery
 (``autodiscover=True`` scans ``streams``). The app object exists at import time, as Faust
 requires, but holds no configuration until ``configure(settings)`` is called by the CLI
 (or a test) before the worker starts: no module reads the environment at import.
+
+``streams.role`` picks what a worker runs. ``all`` discovers the whole package. ``dedup``
+discovers only ``streams.agents``; ``store`` only ``streams.sinks``, under the app id
+``{app_id}-store``: a consumer group must not mix workers that subscribe to different
+topics, so the sinks get a group of their own.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ _settings: Settings | None = None
 def configure(settings: Settings) -> faust.App:
     """Point the app at the configured Kafka and data directory."""
     global _settings
-    if app.configured and app.conf.id != settings.streams.app_id:
+    app_id = app_id_of(settings)
+    if app.configured and app.conf.id != app_id:
         raise ConfigError(
             f"streams app already configured as {app.conf.id!r}; "
             "call configure() before importing the agents"
@@ -39,7 +45,8 @@ def configure(settings: Settings) -> faust.App:
     # The id names the consumer group, the changelog topics and the internal topics, so
     # it must be set before the first table or agent topic is declared; Faust only takes
     # it from the constructor, hence the default options are replaced here.
-    app._default_options = (settings.streams.app_id, app._default_options[1])
+    app._default_options = (app_id, app._default_options[1])
+    modules = ROLE_MODULES[settings.streams.role]
     conf: dict[str, Any] = {
         "broker": f"kafka://{settings.kafka.bootstrap}",
         "datadir": str(settings.streams.data_dir),
@@ -59,6 +66,9 @@ def configure(settings: Settings) -> faust.App:
         # How soon a crashed worker's partitions move to the others.
         "broker_session_timeout": settings.streams.broker_session_timeout_s,
         "broker_heartbeat_interval": settings.streams.broker_heartbeat_interval_s,
+        # Which modules autodiscovery imports (see the module docstring).
+        "autodiscover": True if modules is None else list(modules),
+        "origin": "streams" if modules is None else None,
     }
     with warnings.catch_warnings():
         # Declaring a topic at import (agents, sinks) configures the app with defaults;
@@ -66,6 +76,20 @@ def configure(settings: Settings) -> faust.App:
         warnings.simplefilter("ignore", AlreadyConfiguredWarning)
         app.config_from_object(conf)
     return app
+
+
+#: The modules each ``streams.role`` discovers (None: the whole package).
+ROLE_MODULES: dict[str, tuple[str, ...] | None] = {
+    "all": None,
+    "dedup": ("streams.agents",),
+    "store": ("streams.sinks",),
+}
+
+
+def app_id_of(settings: Settings) -> str:
+    """The Faust app id (consumer group) of a worker with these settings."""
+    conf = settings.streams
+    return f"{conf.app_id}-store" if conf.role == "store" else conf.app_id
 
 
 def settings() -> Settings:

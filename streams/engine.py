@@ -519,6 +519,13 @@ class Engine:
         self._remember(inc_id, raw, inc)
         return inc
 
+    def encoded(self, inc: Incident) -> bytes:
+        """``inc`` as its wire record, reusing the bytes just written to the table."""
+        cached = self._parsed.get(inc.incident_id)
+        if cached is not None and cached[1] is inc:
+            return cached[0]
+        return schemas.dumps(inc)
+
     def _store(self, inc: Incident) -> None:
         raw = schemas.dumps(inc)
         self.incidents[inc.incident_id] = raw

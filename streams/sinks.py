@@ -71,20 +71,51 @@ def pick_sensor_data(doc: dict[str, Any]) -> type[BaseModel]:
 
 
 def decode(topic: str, values: Iterable[bytes | str | None], pick: Picker) -> list[BaseModel]:
-    """Parse a batch of raw values; log and count the ones that are not valid messages."""
-    out: list[BaseModel] = []
+    """Parse a batch of raw values; log and count the ones that are not valid messages.
+
+    On ``incidents`` only the newest version of each incident in the batch is parsed:
+    each record is the incident's full state, so it holds all an older one would write.
+    """
+    docs: list[dict[str, Any]] = []
     for value in values:
+        if value is None:  # a tombstone on a compacted topic: nothing to keep
+            continue
         try:
-            if value is None:  # a tombstone on a compacted topic: nothing to keep
-                continue
             doc = orjson.loads(value)
             if not isinstance(doc, dict):
                 raise InvalidMessage("payload must be a JSON object", field="payload")
-            out.append(parse(pick(doc), doc))
         except (InvalidMessage, orjson.JSONDecodeError) as exc:
-            INVALID.labels(topic).inc()
-            log.warning("sink skipped an invalid value", extra={"topic": topic, "error": str(exc)})
+            _invalid(topic, exc)
+            continue
+        docs.append(doc)
+    if topic == topics.INCIDENTS:
+        docs = _newest_per_incident(docs)
+    out: list[BaseModel] = []
+    for doc in docs:
+        try:
+            out.append(parse(pick(doc), doc))
+        except InvalidMessage as exc:
+            _invalid(topic, exc)
     return out
+
+
+def _invalid(topic: str, exc: Exception) -> None:
+    INVALID.labels(topic).inc()
+    log.warning("sink skipped an invalid value", extra={"topic": topic, "error": str(exc)})
+
+
+def _newest_per_incident(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    newest: dict[Any, dict[str, Any]] = {}
+    odd: list[dict[str, Any]] = []  # no usable id/version: let the parser say why
+    for doc in docs:
+        key, version = doc.get("incident_id"), doc.get("version")
+        if not isinstance(key, str) or not isinstance(version, int):
+            odd.append(doc)
+            continue
+        have = newest.get(key)
+        if have is None or version >= have["version"]:
+            newest[key] = doc
+    return [*newest.values(), *odd]
 
 
 def _make_sink(topic_name: str, pick: Picker) -> None:
@@ -115,6 +146,7 @@ SINKS: dict[str, Picker] = {
     topics.DISPATCH_RUNS: _always(DispatchRun),
     topics.INGEST_DLQ: _always(DeadLetter),
 }
+
 
 for _topic, _pick in SINKS.items():
     _make_sink(_topic, _pick)

@@ -49,13 +49,13 @@ pytestmark = pytest.mark.timeout(300)
 class Worker:
     """One ``cityfix streams worker`` subprocess."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log_path, self.proc = env, log, None
+    def __init__(self, env: dict[str, str], log: Path, args: tuple[str, ...] = ()) -> None:
+        self.env, self.log_path, self.args, self.proc = env, log, args, None
 
     def start(self) -> Worker:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(CITYFIX), "streams", "worker"],
+                [str(CITYFIX), "streams", "worker", *self.args],
                 cwd=REPO,
                 env=self.env,
                 stdout=log,

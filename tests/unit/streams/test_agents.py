@@ -18,7 +18,7 @@ class RecordingSink:
         self.statuses = []
         self.dead = []
 
-    async def incident(self, inc) -> None:
+    async def incident(self, inc, encoded=None) -> None:
         self.incidents.append(inc)
 
     async def route(self, key, msg) -> None:
@@ -67,12 +67,68 @@ async def test_the_cell_agent_opens_an_incident_and_the_next_report_joins_it(
         for key, msg in routed:
             await agent.put(dumps(msg), key=key.encode())
 
-    first, second = sink.incidents
-    assert first.incident_id == second.incident_id
-    assert (first.version, second.version) == (1, 2)
-    assert len(second.evidence) == 2 and second.reporters == 2
-    assert [s.incident_id for s in sink.statuses] == [first.incident_id] * 2
-    assert agents.incidents_table.get(first.incident_id.encode()) is not None
+    # One batch or two, the last record of the one incident holds both reports.
+    assert len({i.incident_id for i in sink.incidents}) == 1
+    last = sink.incidents[-1]
+    assert last.version == 2 and len(last.evidence) == 2 and last.reporters == 2
+    assert {s.request_id for s in sink.statuses} == {e.id for e in last.evidence}
+    assert {s.incident_id for s in sink.statuses} == {last.incident_id}
+    assert agents.incidents_table.get(last.incident_id.encode()) is not None
+
+
+async def test_a_batch_publishes_each_incident_once_in_its_final_state(agents, sink, ags, sites):
+    edge, mid = sites[2]
+    raws = [report_raw(*point_along(ags, edge, mid + d), at=later(d)) for d in (0, 3, 6)]
+    routed = agents.engine().locate(raws)
+    out = agents.handle_batch(agents.engine(), [_Event(k, dumps(m), 0) for k, m in routed])
+    assert [i.version for i in out.incidents] == [1, 2, 3]
+    [inc] = agents.coalesce(out).incidents
+    assert inc.version == 3 and inc.reporters == 3
+
+
+class _Message:
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+
+class _Event:
+    """What the overlay needs of a Faust event: key, value and the message's partition."""
+
+    def __init__(self, key: str, value: bytes, partition: int) -> None:
+        self.key, self.value, self.message = key.encode(), value, _Message(partition)
+
+
+class _PartitionedTable(dict):
+    """Records the partition of Faust's current event at every write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, int]] = []
+
+    def __setitem__(self, key, value) -> None:
+        from faust.streams import current_event
+
+        self.writes.append((key, current_event().message.partition))
+        super().__setitem__(key, value)
+
+
+def test_the_overlay_writes_each_key_once_with_its_last_writers_partition(agents):
+    from streams.agents import _as_event, _Overlay
+
+    table = _PartitionedTable()
+    overlay = _Overlay(table)
+    a, b = _Event("c1", b"", 3), _Event("c2", b"", 5)
+    with _as_event(a):
+        overlay["cell-a"] = b"1"
+        overlay["cell-a"] = b"2"
+    with _as_event(b):
+        overlay["cell-b"] = b"x"
+        del overlay["cell-b"]
+        overlay["cell-c"] = b"y"
+    assert overlay["cell-a"] == b"2" and "cell-b" not in overlay and table == {}
+    assert overlay.flush() == 3
+    assert table == {"cell-a": b"2", "cell-c": b"y"}
+    assert sorted(table.writes) == [("cell-a", 3), ("cell-c", 5)]
 
 
 async def test_the_locate_agent_routes_reports_to_their_home_cell(agents, sink, ags, sites):

@@ -1,0 +1,122 @@
+"""A ``--role dedup`` worker and a ``--role store`` worker side by side on real Kafka and
+PostgreSQL: the first turns reports into an incident, the second (its own consumer group)
+writes the reports and the incident to the database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+import geo
+from core import topics
+from core.settings import GeoSettings, PostgresSettings, Settings
+from store import schema
+from tests.integration.ingest.helpers import free_port
+from tests.integration.streams.test_worker import (
+    APP_PREFIX,
+    Worker,
+    _delete_app_topics,
+    _fast_forward,
+)
+from tests.unit.streams.conftest import DATA, fault_sites, point_along
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def _produce(settings: Settings, docs: list[dict]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for doc in docs:
+            await producer.send_and_wait(
+                topics.RAW_REPORTS, json.dumps(doc).encode(), key=doc["client_id"].encode()
+            )
+    finally:
+        await producer.stop()
+
+
+def _stored(pg: PostgresSettings, report_ids: list[str]) -> tuple[int, list[tuple]]:
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        reports = conn.execute(
+            "SELECT count(*) FROM reports WHERE report_id = ANY(%s::uuid[])", (report_ids,)
+        ).fetchone()
+        links = conn.execute(
+            "SELECT DISTINCT ri.incident_id, i.reporters FROM report_incident ri"
+            " JOIN incidents i USING (incident_id) WHERE ri.report_id = ANY(%s::uuid[])",
+            (report_ids,),
+        ).fetchall()
+    return (reports[0] if reports else 0), links
+
+
+def test_a_dedup_worker_and_a_store_worker_split_the_work(settings, pg, uid, tmp_path):
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        schema.migrate(conn)
+    graph = geo.load_city(
+        GeoSettings(city="aguascalientes", osm_dir=DATA, cache_dir=settings.geo.cache_dir)
+    )
+    [(edge, along)] = fault_sites(graph, 1, min_gap_m=120.0)
+    docs = []
+    for i in range(3):
+        lat, lon = point_along(graph, edge, along + 3 * i)
+        docs.append(
+            {
+                "v": 1,
+                "report_id": str(uuid.uuid4()),
+                "category": "pothole",
+                "lat": lat,
+                "lon": lon,
+                "reported_at": datetime.now(UTC).isoformat(),
+                "client_id": f"itest-roles-{uid}-{i}",
+            }
+        )
+    ids = [d["report_id"] for d in docs]
+    app_id = APP_PREFIX + uid
+    for group in (app_id, f"{app_id}-store"):
+        asyncio.run(_fast_forward(settings, group))
+    env = {
+        **os.environ,
+        "CITYFIX_GEO__CITY": "aguascalientes",
+        "CITYFIX_STREAMS__APP_ID": app_id,
+        "CITYFIX_STREAMS__PUBLISH_REQUEST_STATUS": "false",
+        "CITYFIX_PG__DATABASE": pg.database,
+    }
+    workers = [
+        Worker(
+            {
+                **env,
+                "CITYFIX_STREAMS__DATA_DIR": str(tmp_path / role),
+                "CITYFIX_STREAMS__WEB_PORT": str(free_port()),
+            },
+            tmp_path / f"{role}.log",
+            args=("--role", role),
+        ).start()
+        for role in ("dedup", "store")
+    ]
+    try:
+        asyncio.run(_produce(settings, docs))
+        deadline = time.monotonic() + 120
+        reports, links = 0, []
+        while time.monotonic() < deadline:
+            reports, links = _stored(pg, ids)
+            if reports == 3 and links and links[0][1] == 3:
+                break
+            assert all(w.alive() for w in workers), [w.log() for w in workers]
+            time.sleep(1)
+        assert reports == 3, [w.log() for w in workers]
+        # one incident, holding all three reports
+        assert len(links) == 1 and links[0][1] == 3, (links, [w.log() for w in workers])
+        dedup_log, store_log = (w.log() for w in workers)
+        assert f"role dedup, app id {app_id}" in dedup_log
+        assert f"role store, app id {app_id}-store" in store_log
+    finally:
+        for w in workers:
+            w.stop()
+        asyncio.run(_delete_app_topics(settings, app_id))
