@@ -34,7 +34,6 @@ because the engine is idempotent (see ``streams.engine``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import weakref
@@ -103,19 +102,24 @@ class _Keyed(MutableMapping[str, Any]):
         return len(self._t)
 
 
-@contextlib.contextmanager
-def _as_event(event: Any) -> Iterator[None]:
+class _AsEvent:
     """Make ``event`` Faust's current event: table reads and writes use its partition.
 
     Faust routes a table access to the store and changelog partition of the event being
     processed (a context variable its stream iterator sets); a batch handles many events
     from several partitions, so each gets its turn here.
     """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+
+    __slots__ = ("_ref", "_token")
+
+    def __init__(self, event: Any) -> None:
+        self._ref = weakref.ref(event)
+
+    def __enter__(self) -> None:
+        self._token = _current_event.set(self._ref)
+
+    def __exit__(self, *exc: object) -> None:
+        _current_event.reset(self._token)
 
 
 _GONE = object()
@@ -164,12 +168,19 @@ class _Overlay(MutableMapping[str, Any]):
     def flush(self) -> int:
         """Write the batch's last value of every changed key to the table."""
         n = len(self._dirty)
-        for key, (value, event) in self._dirty.items():
-            with _as_event(event) if event is not None else contextlib.nullcontext():
+        token = _current_event.set(None)
+        current: Any = None
+        try:
+            for key, (value, event) in self._dirty.items():
+                if event is not current:
+                    _current_event.set(None if event is None else weakref.ref(event))
+                    current = event
                 if value is _GONE:
                     self._t.pop(key, None)
                 else:
                     self._t[key] = value
+        finally:
+            _current_event.reset(token)
         self._dirty.clear()
         return n
 
@@ -184,17 +195,16 @@ class Sink:
         """Publish an incident's full current state (compacted topic, key = id)."""
         # The header names the app that wrote the record: several deployments (a demo, a
         # test) may share one Kafka, and readers can tell their records apart.
-        await incidents_topic.send(
-            key=inc.incident_id.encode(),
-            value=encoded if encoded is not None else schemas.dumps(inc),
-            headers=[("cityfix-app", app.conf.id.encode())],
+        await _produce(
+            topics.INCIDENTS,
+            inc.incident_id.encode(),
+            encoded if encoded is not None else schemas.dumps(inc),
+            [("cityfix-app", app.conf.id.encode())],
         )
 
     async def route(self, key: str, msg: Msg) -> None:
         """Send a message to a cell."""
-        await cells.send(
-            key=key.encode(), value=dumps(msg), key_serializer="raw", value_serializer="raw"
-        )
+        await _produce(cells.channel.get_topic_name(), key.encode(), dumps(msg), None)
 
     async def dead_letter(self, source: str, payload: bytes, rejected: Rejected) -> None:
         """Record input the processors cannot use."""
@@ -218,6 +228,19 @@ class Sink:
             self._publisher = StatusPublisher(settings().mqtt)
             self._publisher.start()
         self._publisher.publish(status)
+
+
+async def _produce(
+    topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None
+) -> None:
+    """Hand one already-encoded record to the app's Kafka producer.
+
+    The hot outputs (incident records, cell messages) skip Faust's per-message channel
+    machinery: they are bytes already, and the partition is the producer's key hash, as
+    a topic send would choose. Delivery is what Faust gives a topic send: the producer is
+    flushed before any offset is committed.
+    """
+    await app.producer.send(topic, key, value, None, None, headers)
 
 
 sink = Sink()
@@ -323,7 +346,7 @@ def handle_batch(eng: Engine, events: Iterable[Any]) -> Outputs:
             continue
         try:
             msg = loads(value) if isinstance(value, bytes | str) else value
-            with _as_event(event):
+            with _AsEvent(event):
                 out.extend(eng.handle(_text(key), msg))
         except Exception:  # a bad message must not stop the partition
             _log.exception("cell message dropped", extra={"key": _text(key)})

@@ -669,9 +669,13 @@ class Engine:
         self._index_update(key, new, out)
 
     def _statuses(self, inc: Incident, only: set[str] | None) -> list[RequestStatus]:
+        if not self.settings.publish_request_status:
+            return []
         at = inc.updated_at
+        # Every field comes from a validated incident: construct without re-validating.
         return [
-            RequestStatus(
+            RequestStatus.model_construct(
+                v=1,
                 request_id=e.id,
                 status=inc.status,
                 incident_id=inc.incident_id,

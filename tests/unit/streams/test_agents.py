@@ -113,15 +113,15 @@ class _PartitionedTable(dict):
 
 
 def test_the_overlay_writes_each_key_once_with_its_last_writers_partition(agents):
-    from streams.agents import _as_event, _Overlay
+    from streams.agents import _AsEvent, _Overlay
 
     table = _PartitionedTable()
     overlay = _Overlay(table)
     a, b = _Event("c1", b"", 3), _Event("c2", b"", 5)
-    with _as_event(a):
+    with _AsEvent(a):
         overlay["cell-a"] = b"1"
         overlay["cell-a"] = b"2"
-    with _as_event(b):
+    with _AsEvent(b):
         overlay["cell-b"] = b"x"
         del overlay["cell-b"]
         overlay["cell-c"] = b"y"
