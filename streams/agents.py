@@ -34,6 +34,8 @@ because the engine is idempotent (see ``streams.engine``).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 import weakref
@@ -42,6 +44,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faust.streams import _current_event, current_event
+from faust.types import TP
 
 from core import schemas, topics
 from core.schemas import Assignment, DeadLetter, Incident, RequestStatus
@@ -88,11 +91,48 @@ class _Keyed(MutableMapping[str, Any]):
             raise KeyError(key)
         return value
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value at ``key`` or ``default`` (misses are common: no exception)."""
+        value = self._t.get(key.encode())
+        return default if value is None else value
+
     def __setitem__(self, key: str, value: Any) -> None:
         self._t[key.encode()] = value.encode() if isinstance(value, str) else value
 
     def __delitem__(self, key: str) -> None:
         del self._t[key.encode()]
+
+    async def write(self, items: Iterable[tuple[str, Any, Any]]) -> None:
+        """Write a batch's ``(key, value or _GONE, event)`` to the store and the changelog.
+
+        What a Faust table does for one assignment, for many: the local store and the
+        changelog record both go to the partition of the event that wrote the key (the
+        changelog send goes straight to the producer instead of through Faust's per-message
+        buffer). The offset of the last record per partition becomes the store's persisted
+        offset once Kafka acknowledges it, as Faust records it, so a restart on the same
+        disk replays only the changelog after it.
+        """
+        store = self._t.data
+        topic = self._t.changelog_topic.get_topic_name()
+        last: dict[int, Any] = {}
+        token = _current_event.set(None)
+        try:
+            for key, value, event in items:
+                _current_event.set(weakref.ref(event))  # the store's partition
+                partition = event.message.partition
+                k = key.encode()
+                if value is _GONE:
+                    store.pop(k, None)
+                    v = None
+                else:
+                    v = value.encode() if isinstance(value, str) else value
+                    store[k] = v
+                last[partition] = await sink.changelog(topic, k, v, partition)
+        finally:
+            _current_event.reset(token)
+        for partition, fut in last.items():
+            if fut is not None:
+                fut.add_done_callback(functools.partial(_persisted, store, TP(topic, partition)))
 
     def __iter__(self) -> Iterator[str]:
         for k in self._t:
@@ -100,6 +140,13 @@ class _Keyed(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._t)
+
+
+def _persisted(store: Any, tp: TP, fut: Any) -> None:
+    if fut.cancelled() or fut.exception() is not None:
+        _log.error("changelog write failed", extra={"tp": str(tp), "error": repr(fut.exception())})
+        return
+    store.set_persisted_offset(tp, fut.result().offset)
 
 
 class _AsEvent:
@@ -134,7 +181,7 @@ class _Overlay(MutableMapping[str, Any]):
     event of its last writer puts it where a per-message write would have.
     """
 
-    def __init__(self, table: MutableMapping[str, Any]) -> None:
+    def __init__(self, table: _Keyed) -> None:
         self._t = table
         self._dirty: dict[str, tuple[Any, Any]] = {}
 
@@ -145,6 +192,13 @@ class _Overlay(MutableMapping[str, Any]):
         if hit[0] is _GONE:
             raise KeyError(key)
         return hit[0]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value at ``key`` or ``default`` (misses are common: no exception)."""
+        hit = self._dirty.get(key)
+        if hit is None:
+            return self._t.get(key, default)
+        return default if hit[0] is _GONE else hit[0]
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._dirty[key] = (value, current_event())
@@ -165,24 +219,12 @@ class _Overlay(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-    def flush(self) -> int:
+    async def flush(self) -> int:
         """Write the batch's last value of every changed key to the table."""
-        n = len(self._dirty)
-        token = _current_event.set(None)
-        current: Any = None
-        try:
-            for key, (value, event) in self._dirty.items():
-                if event is not current:
-                    _current_event.set(None if event is None else weakref.ref(event))
-                    current = event
-                if value is _GONE:
-                    self._t.pop(key, None)
-                else:
-                    self._t[key] = value
-        finally:
-            _current_event.reset(token)
+        items = [(key, value, event) for key, (value, event) in self._dirty.items()]
         self._dirty.clear()
-        return n
+        await self._t.write(items)
+        return len(items)
 
 
 class Sink:
@@ -205,6 +247,15 @@ class Sink:
     async def route(self, key: str, msg: Msg) -> None:
         """Send a message to a cell."""
         await _produce(cells.channel.get_topic_name(), key.encode(), dumps(msg), None)
+
+    async def changelog(
+        self, topic: str, key: bytes, value: bytes | None, partition: int
+    ) -> asyncio.Future[Any]:
+        """Send a table's changelog record; the future resolves when Kafka has it."""
+        fut: asyncio.Future[Any] = await app.producer.send(
+            topic, key, value, partition, None, None
+        )
+        return fut
 
     async def dead_letter(self, source: str, payload: bytes, rejected: Rejected) -> None:
         """Record input the processors cannot use."""
@@ -266,9 +317,9 @@ def engine() -> Engine:
     return _engine
 
 
-def _flush_tables() -> None:
+async def _flush_tables() -> None:
     for overlay in _overlays:
-        overlay.flush()
+        await overlay.flush()
 
 
 def coalesce(out: Outputs) -> Outputs:
@@ -332,9 +383,8 @@ async def cells(stream: Any) -> None:
     batches = stream.take_events(conf.cell_batch_max, within=conf.cell_batch_wait_ms / 1000.0)
     async for events in batches:
         out = handle_batch(engine(), events)
-        _flush_tables()
+        await _flush_tables()
         await _deliver(coalesce(out))
-        await _drain_changelogs()
 
 
 def handle_batch(eng: Engine, events: Iterable[Any]) -> Outputs:

@@ -17,6 +17,7 @@ class RecordingSink:
         self.routes = []
         self.statuses = []
         self.dead = []
+        self.changelogs = []
 
     async def incident(self, inc, encoded=None) -> None:
         self.incidents.append(inc)
@@ -29,6 +30,9 @@ class RecordingSink:
 
     def status(self, status) -> None:
         self.statuses.append(status)
+
+    async def changelog(self, topic, key, value, partition) -> None:
+        self.changelogs.append((topic, key, partition))
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +78,10 @@ async def test_the_cell_agent_opens_an_incident_and_the_next_report_joins_it(
     assert {s.request_id for s in sink.statuses} == {e.id for e in last.evidence}
     assert {s.incident_id for s in sink.statuses} == {last.incident_id}
     assert agents.incidents_table.get(last.incident_id.encode()) is not None
+    # every table change is logged, to the partition of the cell message that made it
+    logged = {(t.rsplit("-", 2)[-2], k.decode()) for t, k, _p in sink.changelogs}
+    assert ("incidents", last.incident_id) in logged
+    assert {("seen", e.id) for e in last.evidence} <= logged
 
 
 async def test_a_batch_publishes_each_incident_once_in_its_final_state(agents, sink, ags, sites):
@@ -99,46 +107,38 @@ class _Event:
 
 
 class _PartitionedTable(dict):
-    """Records the partition of Faust's current event at every write."""
+    """Stands in for a keyed table: records the partition every batch write went to."""
 
     def __init__(self) -> None:
         super().__init__()
         self.writes: list[tuple[str, int]] = []
 
-    def __setitem__(self, key, value) -> None:
-        from faust.streams import current_event
+    async def write(self, items) -> None:
+        from streams.agents import _GONE
 
-        self.writes.append((key, current_event().message.partition))
-        super().__setitem__(key, value)
+        for key, value, event in items:
+            self.writes.append((key, event.message.partition))
+            if value is _GONE:
+                self.pop(key, None)
+            else:
+                self[key] = value
 
 
-def test_the_overlay_writes_each_key_once_with_its_last_writers_partition(agents):
+async def test_the_overlay_writes_each_key_once_with_its_last_writers_partition(agents):
     from streams.agents import _AsEvent, _Overlay
 
     table = _PartitionedTable()
+    table["cell-b"] = b"old"
     overlay = _Overlay(table)
     a, b = _Event("c1", b"", 3), _Event("c2", b"", 5)
     with _AsEvent(a):
         overlay["cell-a"] = b"1"
         overlay["cell-a"] = b"2"
     with _AsEvent(b):
-        overlay["cell-b"] = b"x"
         del overlay["cell-b"]
         overlay["cell-c"] = b"y"
-    assert overlay["cell-a"] == b"2" and "cell-b" not in overlay and table == {}
-    assert overlay.flush() == 3
+    assert overlay["cell-a"] == b"2" and "cell-b" not in overlay and overlay.get("cell-b") is None
+    assert table == {"cell-b": b"old"}
+    assert await overlay.flush() == 3
     assert table == {"cell-a": b"2", "cell-c": b"y"}
-    assert sorted(table.writes) == [("cell-a", 3), ("cell-c", 5)]
-
-
-async def test_the_locate_agent_routes_reports_to_their_home_cell(agents, sink, ags, sites):
-    edge, mid = sites[1]
-    raw = report_raw(*point_along(ags, edge, mid))[1]
-    outside = report_raw(40.0, -3.7)[1]
-    async with agents.locate_reports.test_context() as agent:
-        await agent.put(raw)
-        await agent.put(outside)
-    [(key, msg)] = sink.routes
-    assert key.startswith("road_surface.") and msg["t"] == "obs"
-    [rejected] = sink.dead
-    assert "outside the service area" in rejected.reason
+    assert sorted(table.writes) == [("cell-a", 3), ("cell-b", 5), ("cell-c", 5)]
