@@ -37,8 +37,11 @@ from psycopg import sql
 import store
 from core.schemas import Telemetry
 from core.settings import Settings
-from store import queries
+from store import api_queries, queries
 from store.writers import Writer
+
+# Incident statuses whose requests Open311 calls closed (as the API maps them).
+CLOSED = ["resolved", "closed", "duplicate", "merged"]
 
 RESULTS = Path(__file__).with_name("results") / "store.json"
 DB = "cityfix_bench"
@@ -191,6 +194,7 @@ def main() -> None:
             ).fetchone()[0]
             for table in ("telemetry", "incidents", "incident_events", "reports")
         }
+        api_queries.ensure_api_schema(c)
         some_request = c.execute("SELECT report_id FROM reports LIMIT 1 OFFSET 5000").fetchone()[0]
         now = datetime.now(UTC)
         week = now - timedelta(days=7)
@@ -201,11 +205,13 @@ def main() -> None:
             "one incident with events": lambda: queries.incident(c, "inc-12345"),
             "kpis": lambda: queries.kpis(c),
             "crews": lambda: queries.crews(c),
-            "request by id": lambda: queries.request(c, some_request),
-            "requests by code + 7 days": lambda: queries.requests(
-                c, service_codes=["pothole"], start_date=week, end_date=now, limit=50),
-            "open requests in a bbox": lambda: queries.requests(
-                c, status="open", bbox=queries.BBox(-8.66, 41.12, -8.64, 41.14), limit=50),
+            "request by id": lambda: api_queries.request_rows(
+                c, ids=[str(some_request)], limit=1, with_history=True),
+            "requests by code + 7 days": lambda: api_queries.request_rows(
+                c, service_codes=["pothole"], start=week, end=now, limit=50),
+            "open requests in a bbox": lambda: api_queries.request_rows(
+                c, closed_statuses=CLOSED, want_closed=False,
+                bbox=(-8.66, 41.12, -8.64, 41.14), limit=50),
             "reports per hour (7 days)": lambda: queries.reports_per_hour(c, week, now),
             "incidents per hour (7 days)": lambda: queries.incidents_per_hour(c, week, now),
             "device telemetry (24 h)": lambda: queries.telemetry(

@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 
 Db = psycopg.Connection[Any] | ConnectionPool
 ACTIVE = tuple(sorted(s.value for s in ACTIVE_STATUSES))
-# What Open311 calls "closed"; everything else (including not yet linked) is "open".
-CLOSED_STATUSES = ("resolved", "closed", "duplicate", "merged")
 
 
 @dataclass(frozen=True)
@@ -260,85 +258,6 @@ def incidents_per_hour(db: Db, since: datetime, until: datetime) -> list[dict[st
         "SELECT bucket, opened, resolved FROM incidents_hourly "
         "WHERE bucket >= %s AND bucket < %s ORDER BY bucket",
         (since, until),
-    )
-
-
-# --- Open311 requests -------------------------------------------------------------------
-
-# A request's state follows its incident, and through a merge, the incident it joined.
-_REQUEST_SELECT = f"""
-SELECT r.report_id AS service_request_id, r.category AS service_code, r.description,
-       r.media_url, r.lat, r.lon, r.reported_at AS requested_datetime, r.asset_id,
-       r.district, l.incident_id,
-       coalesce(m.status, i.status, l.status, 'open') AS status_detail,
-       CASE WHEN coalesce(m.status, i.status, l.status, 'open') IN {CLOSED_STATUSES!r}
-            THEN 'closed' ELSE 'open' END AS status,
-       coalesce(m.updated_at, i.updated_at, l.updated_at, r.reported_at) AS updated_datetime,
-       coalesce(m.expected_at, i.expected_at) AS expected_datetime,
-       coalesce(m.priority, i.priority) AS priority
-FROM reports r
-LEFT JOIN report_incident l ON l.report_id = r.report_id
-LEFT JOIN incidents i ON i.incident_id = l.incident_id
-LEFT JOIN incidents m ON m.incident_id = i.merged_into
-"""  # noqa: S608 - built from fixed column lists, no input
-
-
-def request(db: Db, report_id: UUID | str) -> dict[str, Any]:
-    """One Open311 service request (a citizen report) with its current status."""
-    try:
-        rid = UUID(str(report_id))
-    except ValueError as exc:
-        raise NotFound(f"no request {report_id!r}") from exc
-    row = _one(db, _REQUEST_SELECT + " WHERE r.report_id = %s LIMIT 1", (rid,))
-    if row is None:
-        raise NotFound(f"no request {report_id!r}")
-    return row
-
-
-def requests(
-    db: Db,
-    *,
-    ids: Sequence[UUID | str] | None = None,
-    service_codes: Sequence[str] | None = None,
-    start_date: datetime | None = None,
-    end_date: datetime | None = None,
-    status: Literal["open", "closed"] | None = None,
-    bbox: BBox | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> list[dict[str, Any]]:
-    """Open311 service requests, newest first, filtered and paged.
-
-    ``start_date``/``end_date`` bound ``requested_datetime`` (inclusive, exclusive);
-    ``status`` is Open311's open/closed as mapped from the incident's state.
-    """
-    where: list[str] = []
-    params: dict[str, Any] = {"limit": limit, "offset": offset}
-    if ids:
-        where.append("r.report_id = ANY(%(ids)s)")
-        params["ids"] = [UUID(str(i)) for i in ids]
-    if service_codes:
-        where.append("r.category = ANY(%(codes)s)")
-        params["codes"] = list(service_codes)
-    if start_date is not None:
-        where.append("r.reported_at >= %(start)s")
-        params["start"] = start_date
-    if end_date is not None:
-        where.append("r.reported_at < %(end)s")
-        params["end"] = end_date
-    if status is not None:
-        op = "IN" if status == "closed" else "NOT IN"
-        where.append(f"coalesce(m.status, i.status, l.status, 'open') {op} {CLOSED_STATUSES!r}")
-    if bbox is not None:
-        where.append("r.lat BETWEEN %(s)s AND %(n)s AND r.lon BETWEEN %(w)s AND %(e)s")
-        params |= {"s": bbox.min_lat, "n": bbox.max_lat, "w": bbox.min_lon, "e": bbox.max_lon}
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    return _fetch(
-        db,
-        _REQUEST_SELECT + clause
-        + " ORDER BY r.reported_at DESC, r.report_id LIMIT %(limit)s OFFSET %(offset)s",
-        params,
-        custom_plan=True,
     )
 
 

@@ -12,17 +12,19 @@ from psycopg_pool import ConnectionPool
 import store
 from core.errors import Conflict, NotFound
 from core.settings import PostgresSettings
-from store import queries
+from store import api_queries, queries
 from store.queries import BBox
 from store.writers import Writer
 from tests.unit.store.factories import changed, citizen_report, crew_position, crew_status, incident
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+CLOSED = ["resolved", "closed", "duplicate", "merged"]
 
 
 @pytest.fixture
 async def city(pg: PostgresSettings, conn: psycopg.Connection) -> psycopg.Connection:
     store.migrate(conn, mode="postgres")
+    api_queries.ensure_api_schema(conn)
     rnd = random.Random(11)
     reports = [citizen_report(rnd, T0 + timedelta(minutes=i)) for i in range(6)]
     incidents = [
@@ -73,22 +75,23 @@ def test_kpis_come_from_the_aggregates(city) -> None:
     assert sum(r["reports"] for r in per_hour) == 6
 
 
-def test_open311_requests_filter_page_and_never_show_contacts(city) -> None:
-    everything = queries.requests(city, limit=100)
+def test_open311_request_rows_filter_page_and_never_show_contacts(city) -> None:
+    rows = api_queries.request_rows
+    everything = rows(city, limit=100)
     assert len(everything) == 6
     assert all("email" not in r and "first_name" not in r for r in everything)
-    assert [r["requested_datetime"] for r in everything] == sorted(
-        (r["requested_datetime"] for r in everything), reverse=True)
-    page = queries.requests(city, limit=4, offset=4)
-    assert len(page) == 2
-    closed = queries.requests(city, status="closed")
-    assert len(closed) == 1 and closed[0]["status_detail"] == "resolved"
-    assert len(queries.requests(city, status="open")) == 5
-    window = queries.requests(city, start_date=T0 + timedelta(minutes=2),
-                              end_date=T0 + timedelta(minutes=4))
-    assert len(window) == 2
-    code = everything[0]["service_code"]
-    assert all(r["service_code"] == code for r in queries.requests(city, service_codes=[code]))
+    assert [r["reported_at"] for r in everything] == sorted(
+        (r["reported_at"] for r in everything), reverse=True)
+    assert len(rows(city, limit=4, offset=4)) == 2
+    closed = rows(city, closed_statuses=CLOSED, want_closed=True)
+    assert len(closed) == 1 and closed[0]["incident_status"] == "resolved"
+    assert len(rows(city, closed_statuses=CLOSED, want_closed=False)) == 5
+    # both ends inclusive, as Open311's date range
+    assert len(rows(city, start=T0 + timedelta(minutes=2), end=T0 + timedelta(minutes=4))) == 3
+    code = everything[0]["category"]
+    assert all(r["category"] == code for r in rows(city, service_codes=[code]))
+    [one] = rows(city, ids=[str(everything[0]["report_id"])], with_history=True)
+    assert "history" in one
 
 
 def test_api_keys_and_users(city, pg: PostgresSettings) -> None:

@@ -7,11 +7,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-import pytest
 
 import store
 from core.settings import PostgresSettings
-from store import queries
+from store import api_queries, queries
 from store.writers import Writer
 from tests.unit.store.factories import (
     assignment,
@@ -144,13 +143,17 @@ async def test_a_request_follows_its_incident_through_a_merge(
     a = incident("inc-a", 1, T0, reports=[r.report_id], status="open")
     b = incident("inc-b", 4, T0, reports=[], status="resolved")
     merged = incident("inc-a", 2, T0, reports=[r.report_id], status="merged", merged_into="inc-b")
+    closed = ["resolved", "closed", "duplicate", "merged"]
+    api_queries.ensure_api_schema(conn)
     async with Writer(pg.dsn) as w:
         await w.write([r, a, b])
-        assert queries.request(conn, r.report_id)["status"] == "open"
+        [before] = api_queries.request_rows(conn, ids=[str(r.report_id)])
+        assert (before["incident_id"], before["incident_status"]) == ("inc-a", "open")
         await w.write([merged])
-    req = queries.request(conn, str(r.report_id))
-    assert req["status"] == "closed" and req["status_detail"] == "resolved"
-    assert queries.requests(conn, status="closed")[0]["service_request_id"] == r.report_id
-    assert queries.requests(conn, status="open") == []
-    with pytest.raises(Exception, match="no request"):
-        queries.request(conn, uuid.uuid4())
+    [req] = api_queries.request_rows(conn, ids=[str(r.report_id)])
+    # the request names the incident it now belongs to; the API reads it as a duplicate
+    assert req["incident_status"] == "merged" and req["merged_into"] == "inc-b"
+    [mine] = api_queries.request_rows(conn, closed_statuses=closed, want_closed=True)
+    assert mine["report_id"] == r.report_id
+    assert api_queries.request_rows(conn, closed_statuses=closed, want_closed=False) == []
+    assert api_queries.request_rows(conn, ids=[str(uuid.uuid4())]) == []
