@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     StringConstraints,
     ValidationError,
 )
@@ -185,6 +186,10 @@ class CrewStatus(_Message):
     at: AwareDatetime
     skills: list[Annotated[str, StringConstraints(max_length=32)]] | None = None
     shift_end: AwareDatetime | None = None
+    # What is on the truck now, by material (None: not tracked, enough of everything).
+    materials: dict[Annotated[str, StringConstraints(max_length=32)], NonNegativeInt] | None = (
+        None
+    )
 
 
 class EvidenceKind(StrEnum):
@@ -260,6 +265,8 @@ class Stop(_Message):
     lon: Lon
     service_s: float = 0.0
     pinned: bool = False
+    # What the fix uses up from the truck, by material.
+    materials: dict[str, int] = Field(default_factory=dict)
 
 
 class LineString(_Message):

@@ -17,6 +17,10 @@ Rules, in one place:
   (default: ``default_shift_s`` from now) lies ahead, that have a known position and
   that no later ``crew_unavailable`` command took out. A crew without ``skills`` can do
   every skill.
+* **Materials**: a job uses what the incident names, else its family's
+  (``FAMILY_MATERIALS``); a crew carries the ``materials`` its status reports (a material
+  it does not list: none), or, when it reports none at all, enough of everything. Work
+  already on site uses nothing more.
 * **Work under way**: a crew reporting ``on_site`` at an incident has it pinned (its first
   stop, remaining service time only); ``en_route`` makes it the crew's ``heading_to``.
   The incident's own ``crew_id`` (status on_site/en_route) fills in when the crew has not
@@ -62,6 +66,7 @@ from dispatch.model import Crew, CrewRoute, Job, Plan, PlannedStop, Problem, Tim
 from geo import RoadGraph, Route
 
 __all__ = [
+    "FAMILY_MATERIALS",
     "FAMILY_SKILLS",
     "CrewDraft",
     "Draft",
@@ -90,6 +95,13 @@ FAMILY_SKILLS: Mapping[str, str] = {
     "illegal_dumping": "sanitation",
     "graffiti": "sanitation",
     "damaged_sign": "roads",
+}
+
+#: What a fix of a fault family uses up from a crew's truck when the incident does not say.
+FAMILY_MATERIALS: Mapping[str, Mapping[str, int]] = {
+    "road_surface": {"asphalt_bags": 2},
+    "lighting": {"lamps": 1},
+    "damaged_sign": {"signs": 1},
 }
 
 PIN_SKILL_PREFIX = "pin:"
@@ -151,7 +163,8 @@ class CrewView:
         if st is None:
             return None
         skills = None if st.skills is None else tuple(sorted(st.skills))
-        return (st.status, st.incident_id, skills, st.shift_end)
+        stock = None if st.materials is None else tuple(sorted(st.materials.items()))
+        return (st.status, st.incident_id, skills, st.shift_end, stock)
 
     @property
     def stood_down(self) -> bool:
@@ -172,6 +185,7 @@ class JobDraft:
     skills: frozenset[str]
     priority: int
     deadline_s: int | None
+    materials: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,6 +202,7 @@ class CrewDraft:
     skills: frozenset[str] | None
     pinned_job: str | None = None
     heading_to: str | None = None
+    materials: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -385,10 +400,12 @@ class World:
             notes.append(f"crew {view.crew_id} left out: no position yet")
             return None
         skills = None if st.skills is None else frozenset(st.skills)
-        return CrewDraft(view.crew_id, lat, lon, shift_end_s, skills, pinned, heading)
+        stock = None if st.materials is None else dict(st.materials)
+        return CrewDraft(view.crew_id, lat, lon, shift_end_s, skills, pinned, heading, stock)
 
     def _job_draft(self, inc: Incident, at: datetime, settings: DispatchSettings) -> JobDraft:
         service = inc.service_s if inc.service_s is not None else settings.default_service_s
+        materials = dict(inc.materials or FAMILY_MATERIALS.get(inc.family, {}))
         for view in self.crews.values():
             st = view.status
             if (
@@ -396,8 +413,9 @@ class World:
                 and st.status is CrewState.ON_SITE
                 and st.incident_id == inc.incident_id
             ):
-                # Work under way: only what is left of it.
+                # Work under way: only what is left of it, with what is already unloaded.
                 service -= max(0.0, (at - st.at).total_seconds())
+                materials = {}
         skill = inc.skill or FAMILY_SKILLS.get(inc.family)
         return JobDraft(
             incident_id=inc.incident_id,
@@ -407,6 +425,7 @@ class World:
             skills=frozenset({skill}) if skill else frozenset(),
             priority=priority_of(inc),
             deadline_s=math.floor((inc.expected_at - at).total_seconds()),
+            materials=materials,
         )
 
 
@@ -516,18 +535,25 @@ def build_problem(draft: Draft, where: Sites, durations: NDArray[np.float64]) ->
             skills=j.skills,
             priority=j.priority,
             deadline_s=j.deadline_s,
+            materials=j.materials,
         )
         for j in draft.jobs
         if j.incident_id in where.job_at
     ]
     known = {j.id for j in jobs}
     every = frozenset(s for j in jobs for s in j.skills if not s.startswith(PIN_SKILL_PREFIX))
+    # A crew that does not report its stock is not held back by it: enough for every job.
+    plenty: dict[str, int] = {}
+    for j in jobs:
+        for m, n in j.materials.items():
+            plenty[m] = plenty.get(m, 0) + n
     crews = [
         Crew(
             id=c.crew_id,
             start=where.crew_at[c.crew_id],
             shift=TimeWindow(0, c.shift_end_s),
             skills=every if c.skills is None else c.skills,
+            capacity=plenty if c.materials is None else c.materials,
             pinned_job=c.pinned_job if c.pinned_job in known else None,
             heading_to=c.heading_to if c.heading_to in known else None,
         )
@@ -613,6 +639,7 @@ def assignments(
                 lon=jobs[s.job_id].lon,
                 service_s=float(problem.job(s.job_id).service_s),
                 pinned=s.pinned,
+                materials=dict(problem.job(s.job_id).materials),
             )
             for s in route.stops
         ]

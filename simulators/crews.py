@@ -10,7 +10,9 @@ route line at the plan's leg ETAs, reports ``on_site`` on arrival, ``completed``
 service time, then the next stop, or ``available`` when the plan is done. A newer plan
 replaces the rest of the current one (a job on site is finished first). Now and then a
 crew breaks down (``unavailable`` for a while, then ``available``); at the shift's end it
-goes ``off_shift`` (after finishing the job on site).
+goes ``off_shift`` (after finishing the job on site). A crew whose group loads
+``materials`` reports its stock with every status and uses up what each completed stop
+needs (the plan says), so the dispatcher stops sending it to jobs it cannot supply.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class CrewSpec:
     shift_start_s: float
     shift_end_s: float
     depot: tuple[float, float]
+    materials: dict[str, int] | None = None
 
 
 def _dt(t: float) -> datetime:
@@ -100,6 +103,9 @@ class Crew:
         self.until_s = 0.0
         self.incident_id: str | None = None
         self.completed: list[str] = []
+        # On the truck (None: not tracked); a completed stop uses what its plan says.
+        self.stock = None if spec.materials is None else dict(spec.materials)
+        self.uses: dict[str, dict[str, int]] = {}
         self.breakdowns = 0
         self._last_tick_s: float | None = None
         self._last_position_s = -math.inf
@@ -170,6 +176,7 @@ class Crew:
         stops = [(s.incident_id, s.lat, s.lon) for s in plan.stops]
         legs = split_legs(plan.route.coordinates, stops, plan.leg_eta_s)
         self.service = {s.incident_id: s.service_s for s in plan.stops}
+        self.uses = {s.incident_id: dict(s.materials) for s in plan.stops}
         done = set(self.completed)
         return [leg for leg in legs if leg.incident_id not in done]
 
@@ -210,6 +217,9 @@ class Crew:
 
     def _finish_job(self, now_s: float) -> list[Message]:
         assert self.incident_id is not None
+        if self.stock is not None:
+            for m, n in self.uses.get(self.incident_id, {}).items():
+                self.stock[m] = max(0, self.stock.get(m, 0) - n)
         out: list[Message] = [self._status(CrewState.COMPLETED, now_s)]
         self.completed.append(self.incident_id)
         self.incident_id, self.leg = None, None
@@ -249,6 +259,7 @@ class Crew:
             at=_dt(now_s),
             skills=list(self.spec.skills),
             shift_end=_dt(self.spec.shift_end_s),
+            materials=None if self.stock is None else dict(self.stock),
         )
 
     def _position(self, now_s: float) -> CrewPosition:
@@ -282,6 +293,7 @@ def make_crews(
             shift_start_s=start_s + group.shift_start_s,
             shift_end_s=start_s + group.shift_end_s,
             depot=depot,
+            materials=None if group.materials is None else dict(group.materials),
         )
         crews.append(
             Crew(

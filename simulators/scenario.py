@@ -114,6 +114,8 @@ class CrewGroup(_Section):
     skills: list[str] = Field(default_factory=list)
     shift_start_s: float = Field(0.0, ge=0)
     shift_end_s: float = Field(8 * 3600.0, gt=0)
+    # What each crew loads at the start of its shift, by material (None: not tracked).
+    materials: dict[str, int] | None = None
 
 
 class CrewsConfig(_Section):

@@ -386,6 +386,32 @@ def test_plan_becomes_assignments_with_etas_and_road_geometry(ags: geo.RoadGraph
     assert idle.route.coordinates == [(SOUTH[1], SOUTH[0])] * 2
 
 
+def test_a_crew_carries_only_the_material_it_reports(ags: geo.RoadGraph) -> None:
+    w = World()
+    # A pothole uses its family's asphalt; a lamp names its own need.
+    w.apply_incident(incident("hole-1", EAST, service_s=300.0))
+    w.apply_incident(incident("hole-2", CENTRE, service_s=300.0, priority="P2"))
+    w.apply_incident(incident("lamp", SOUTH, category="streetlight_out", family="lighting",
+                              service_s=300.0, skill="roads", materials={"lamps": 2}))
+    crew(w, "short", WEST, skills=["roads"], materials={"asphalt_bags": 2})
+
+    draft = w.draft(NOW, SETTINGS)
+    assert {j.incident_id: dict(j.materials) for j in draft.jobs} == {
+        "hole-1": {"asphalt_bags": 2}, "hole-2": {"asphalt_bags": 2}, "lamp": {"lamps": 2}}
+    outcome = _worker.plan_draft(draft, ags, SETTINGS, None, "plan-m")
+
+    [stop] = outcome.assignments["short"].stops
+    assert stop.incident_id == "hole-2", "the higher priority gets the one load of asphalt"
+    assert stop.materials == {"asphalt_bags": 2}
+    reasons = {u.job_id: u.reason for u in outcome.plan.unassigned}
+    assert reasons == {"hole-1": "capacity", "lamp": "capacity"}
+
+    # A crew that does not report its stock is not limited by it.
+    crew(w, "short", WEST, skills=["roads"])
+    outcome = _worker.plan_draft(w.draft(NOW, SETTINGS), ags, SETTINGS, None, "plan-n")
+    assert len(outcome.assignments["short"].stops) == 3 and not outcome.plan.unassigned
+
+
 def test_pinned_stop_comes_first_and_says_so(ags: geo.RoadGraph) -> None:
     w = World()
     w.apply_incident(incident("fixing", SOUTH, status="on_site", crew_id="c1", service_s=900.0))

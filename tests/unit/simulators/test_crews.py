@@ -89,6 +89,24 @@ def test_a_crew_drives_its_plan_stop_by_stop() -> None:
     assert (c.lat, c.lon) == pytest.approx((C[1], C[0]))
 
 
+def test_a_crew_reports_its_stock_and_uses_what_each_fix_needs() -> None:
+    spec = CrewSpec("roads-01", ("roads",), T0, T0 + 8 * 3600, (A[1], A[0]),
+                    materials={"asphalt_bags": 5, "signs": 1})
+    c = Crew(spec, rng=np.random.default_rng(0), position_interval_s=5.0)
+    first = c.tick(T0)[0]
+    assert first.materials == {"asphalt_bags": 5, "signs": 1}
+    p = plan()
+    p = p.model_copy(update={"stops": [
+        p.stops[0].model_copy(update={"materials": {"asphalt_bags": 2}}), p.stops[1]]})
+    c.on_assignment(p)
+    msgs = run(c, 1, 60 + 600 + 80 + 600 + 5)
+    stock = [(m.status.value, m.materials) for m in msgs if isinstance(m, CrewStatus)]
+    assert stock[0] == ("en_route", {"asphalt_bags": 5, "signs": 1})
+    assert ("completed", {"asphalt_bags": 3, "signs": 1}) in stock
+    assert stock[-1] == ("available", {"asphalt_bags": 3, "signs": 1})
+    assert crew().tick(T0)[0].materials is None, "no stock, nothing tracked"
+
+
 def test_positions_follow_the_route_by_time() -> None:
     c = crew()
     c.tick(T0)
