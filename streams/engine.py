@@ -504,7 +504,7 @@ class Engine:
             for e in entries
             if not dedup.expired(e, now_s, BY_NAME[e.family], self.settings.reopen_window_s)
         ]
-        raw = dumps([e.to_dict() for e in live])
+        raw = dumps(live)  # orjson writes the dataclasses as their field dicts
         self.cells[key] = raw
         self._remember_cell(key, raw, live)
 
