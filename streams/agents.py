@@ -25,8 +25,9 @@ each message is handled in order with Faust's current event set to it, so every 
 write is routed to that message's partition; table writes go to a per-batch overlay and
 reach the table (and its changelog) once per key at the end of the batch, with the event
 of the message that wrote last; an incident changed several times in a batch is published
-once, in its final state. Under load this turns ~4 changelog and output records per event
-into about one per touched key, which is what bounds a worker's rate.
+once, in its final state. Changelog records, incident records and cell messages are bytes
+already and go straight to the producer: Faust's per-message send machinery was the
+largest per-record cost of a worker (see ``bench/bench_streams.py``).
 
 Sends are flushed before offsets are committed (at-least-once); replays are harmless
 because the engine is idempotent (see ``streams.engine``).
