@@ -28,8 +28,9 @@ the solver ever seeing it (the stop is prepended to the route afterwards). An op
   dropped, and a move happens only when it saves more than the penalty.
 
 Search: first-solution strategy and metaheuristic by name from the settings, a reduced set
-of local-search operators (``_OPERATORS_OFF``), always under the time limit (guided local
-search never stops by itself). Every job is optional, so a first solution always exists.
+of local-search operators (``_OPERATORS_OFF``), local cheapest insertion taking far jobs
+first, always under the time limit (guided local search never stops by itself). Every job
+is optional, so a first solution always exists.
 A previous plan warm-starts the search (``ReadAssignmentFromRoutes`` +
 ``SolveFromAssignmentWithParameters``); if its routes no longer fit the problem the search
 starts cold. ETAs are recomputed from the route order by
@@ -45,6 +46,9 @@ from typing import Any
 
 import numpy as np
 from ortools.constraint_solver import pywrapcp, routing_enums_pb2
+from ortools.constraint_solver.routing_heuristic_parameters_pb2 import (
+    LocalCheapestInsertionParameters,
+)
 from ortools.util import optional_boolean_pb2
 
 from core.errors import ConfigError, SolverError
@@ -57,6 +61,9 @@ __all__ = ["solve"]
 log = logging.getLogger(__name__)
 
 _FALLBACK_FIRST_SOLUTION = "PARALLEL_CHEAPEST_INSERTION"
+_FARTHEST_FIRST = (
+    LocalCheapestInsertionParameters.SORTING_PROPERTY_HIGHEST_AVG_ARC_COST_TO_VEHICLE_START_ENDS
+)
 
 # Local-search operators switched off. The model has no pickup-delivery pairs and no
 # visit types, so their operators only cost scanning time; the insertion-based path LNS,
@@ -98,6 +105,12 @@ def _parameters(first_solution: str, metaheuristic: str, time_limit_s: float) ->
     )
     for name in _OPERATORS_OFF:
         setattr(params.local_search_operators, name, optional_boolean_pb2.BOOL_FALSE)
+    # Local cheapest insertion places the jobs far from every crew first, as a regret-style
+    # construction would, instead of the most constrained or most penalised first: its
+    # first plan on the bench's 500x60 instance costs +27 % over pyvroom's instead of +42 %,
+    # and the search, which cannot finish its descent within a few seconds on that size,
+    # keeps most of the head start (+18 % instead of +31 % at 2 s).
+    params.local_cheapest_insertion_parameters.insertion_sorting_properties[:] = [_FARTHEST_FIRST]
     params.time_limit.FromMilliseconds(max(1, int(time_limit_s * 1000)))
     return params
 
