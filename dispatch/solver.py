@@ -9,7 +9,11 @@ position, or the site of its pinned job, which is therefore always its first sto
 the solver ever seeing it (the stop is prepended to the route afterwards). An open end
 (``Crew.end is None``) is a node with zero travel from anywhere.
 
-* **Travel** is the arc cost (seconds, from ``Problem.durations``).
+* **Travel** is the arc cost (seconds, from ``Problem.durations``). The arc into an open
+  end costs the same constant from every stop, the mean travel time, and every crew with
+  an open end pays it even when it stays idle, so the objective only shifts by a constant;
+  with free arcs into open ends the search settles markedly worse (bench_dispatch, 200x30
+  at 2 s: +7.4 % over pyvroom's travel on average over four instances, +4.7 % with it).
 * **Time** is a dimension whose transit is service at the origin plus travel; a job's
   windows bound its cumul (gaps removed), a crew's start cumul starts at its shift start
   (or pinned-job end) and every cumul is capped by its shift end: shift ends are hard.
@@ -61,6 +65,9 @@ __all__ = ["solve"]
 log = logging.getLogger(__name__)
 
 _FALLBACK_FIRST_SOLUTION = "PARALLEL_CHEAPEST_INSERTION"
+# Up to this many (job, crew) pairs the greedy baseline takes milliseconds, so every
+# plan is checked against it; above, only plans that leave jobs out are.
+_BASELINE_CHECK_MAX_PAIRS = 1000
 _FARTHEST_FIRST = (
     LocalCheapestInsertionParameters.SORTING_PROPERTY_HIGHEST_AVG_ARC_COST_TO_VEHICLE_START_ENDS
 )
@@ -162,8 +169,16 @@ class _Model:
             cost[:, j] += penalty
             cost[starts[v], j] = own
 
+        open_end = idx < 0
+        if open_end.any():
+            reachable = travel[:first_end][:, ~open_end]
+            cost[:, open_end] = max(1, round(float(reachable.mean()))) if reachable.size else 1
+
         cost_cb = routing.RegisterTransitMatrix(cost.tolist())
         routing.SetArcCostEvaluatorOfAllVehicles(cost_cb)
+        for v, crew in enumerate(crews):
+            if crew.end is None:
+                routing.SetVehicleUsedWhenEmpty(True, v)
 
         time_cb = routing.RegisterTransitMatrix(time_m.tolist())
         shift_ends = [o.shift_end_s for o in elig.origins]
@@ -313,9 +328,11 @@ def solve(problem: Problem, settings: SolverSettings, previous: Plan | None = No
         method="or-tools",
         warm_started=warm,
     )
-    if any(u.kind is UnassignedKind.DROPPED for u in plan.unassigned):
+    dropped = any(u.kind is UnassignedKind.DROPPED for u in plan.unassigned)
+    if dropped or len(elig.allowed) * len(crews) <= _BASELINE_CHECK_MAX_PAIRS:
         # A search cut short (a big instance, a busy machine) can stop at a plan that
-        # leaves out work a greedy pass would do; never return worse than the baseline.
+        # leaves out work a greedy pass would do, and a local optimum of a small problem
+        # can be a little worse than the greedy plan; never return worse than the baseline.
         baseline = greedy(problem, settings)
         if baseline.objective < plan.objective:
             log.warning(
