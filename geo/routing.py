@@ -12,7 +12,8 @@ times added around the core result (``_CoreGraph``). Pairs inside one tree use t
 tree path. The result is exact; it only saves the heap work on the peeled nodes.
 
 A big matrix (hundreds of origins: a cold dispatch plan) spreads its searches over
-``processes`` worker processes, forked once per graph and kept; each search is the same
+``processes`` worker processes, forked once per graph and kept (only by a main process
+with no other thread; elsewhere the searches stay in-process); each search is the same
 ``dijkstra`` call, so the numbers are the same as in-process. Dijkstra from each origin is
 already what a one-to-many query costs on a graph this size (igraph and networkit are no
 faster per search here), and the contraction-hierarchy libraries on PyPI round weights to
@@ -360,9 +361,9 @@ class _CoreGraph:
         self, reverse: bool, origins: NDArray[np.int64], targets: NDArray[np.int64]
     ) -> NDArray[np.float64]:
         graph = self._rev if reverse else self._fwd
-        if self._processes < 2 or len(origins) < _PARALLEL_MIN_ORIGINS:
+        pool = self._workers() if len(origins) >= _PARALLEL_MIN_ORIGINS else None
+        if pool is None:
             return _dijkstra_rows(graph, origins, targets)
-        pool = self._workers()
         # Interleaved slices, one per process: far and near origins mix in each.
         parts = [origins[k :: self._processes] for k in range(self._processes)]
         futures = [pool.submit(_worker_rows, reverse, part, targets) for part in parts]
@@ -371,9 +372,11 @@ class _CoreGraph:
             out[k :: self._processes] = fut.result()
         return out
 
-    def _workers(self) -> ProcessPoolExecutor:
+    def _workers(self) -> ProcessPoolExecutor | None:
         with self._pool_lock:
             if self._pool is None:
+                if self._processes < 2 or not _safe_to_fork():
+                    return None
                 # Forked: a worker starts at once, with the graph inherited rather than
                 # pickled; only origins, targets and rows cross between processes.
                 self._pool = ProcessPoolExecutor(
@@ -395,6 +398,16 @@ class _CoreGraph:
         while lca not in ancestors:
             lca = int(self.parent[lca])
         return float((self.up[a] - self.up[lca]) + (self.down[b] - self.down[lca]))
+
+
+def _safe_to_fork() -> bool:
+    """Whether this process may fork workers: a main process with no other thread.
+
+    Forking a process with other threads running can copy a lock some thread holds, and a
+    worker process of a pool (the dispatcher's planner) hangs at exit with a pool of its
+    own; those keep their searches in-process.
+    """
+    return multiprocessing.parent_process() is None and threading.active_count() == 1
 
 
 # The forward and reverse core graphs a worker process searches.
