@@ -31,10 +31,10 @@ the solver ever seeing it (the stop is prepended to the route afterwards). An op
   the penalty exactly when *j* is moved to another crew, queued behind other work, or
   dropped, and a move happens only when it saves more than the penalty.
 
-Search: first-solution strategy and metaheuristic by name from the settings, a chosen set
-of local-search operators (``_OPERATORS_OFF``, ``_OPERATORS_ON``), local cheapest
-insertion taking far jobs first, always under the time limit (guided local search never
-stops by itself). Every job is optional, so a first solution always exists.
+Search: first-solution strategy and metaheuristic by name from the settings, a reduced set
+of local-search operators (``_OPERATORS_OFF``), local cheapest insertion taking far jobs
+first, always under the time limit (guided local search never stops by itself). Every job
+is optional, so a first solution always exists.
 A previous plan warm-starts the search (``ReadAssignmentFromRoutes`` +
 ``SolveFromAssignmentWithParameters``); if its routes no longer fit the problem the search
 starts cold. ETAs are recomputed from the route order by
@@ -93,15 +93,6 @@ _OPERATORS_OFF = (
     "use_shortest_path_two_opt",
     "use_lin_kernighan",
 )
-# Operators switched on: re-inserting the jobs around a removed one (close-nodes LNS) is
-# what lets the search trade low-priority work for higher-priority work when crews cannot
-# do everything (three bench-generator instances with 120 jobs for 6 crews: priority left
-# unassigned 880/724/2754 -> 787/670/2709, pyvroom 704/630/2709), at a small cost in travel
-# on instances where everything fits.
-_OPERATORS_ON = (
-    "use_global_cheapest_insertion_close_nodes_lns",
-    "use_local_cheapest_insertion_close_nodes_lns",
-)
 
 
 def _enum_value(enum: Any, name: str, what: str) -> int:
@@ -121,8 +112,6 @@ def _parameters(first_solution: str, metaheuristic: str, time_limit_s: float) ->
     )
     for name in _OPERATORS_OFF:
         setattr(params.local_search_operators, name, optional_boolean_pb2.BOOL_FALSE)
-    for name in _OPERATORS_ON:
-        setattr(params.local_search_operators, name, optional_boolean_pb2.BOOL_TRUE)
     # Local cheapest insertion places the jobs far from every crew first, as a regret-style
     # construction would, instead of the most constrained or most penalised first: its
     # first plan on the bench's 500x60 instance costs +27 % over pyvroom's instead of +42 %,
