@@ -75,6 +75,10 @@ class GeoSettings(BaseModel):
     service_area_buffer_m: float = Field(250.0, ge=0)
     district_grid_m: float = Field(2000.0, gt=0)
     poi_radius_m: float = Field(300.0, gt=0)
+    # Worker processes for big travel-time matrices (hundreds of origins); 1 = in-process.
+    # Used by a main process with no other thread (a CLI, a benchmark); pool workers and
+    # threaded services always search in-process.
+    matrix_processes: int = Field(2, ge=1)
 
 
 class StreamsSettings(BaseModel):

@@ -85,6 +85,8 @@ def schedule(
     any, is prepended.
     """
     org = org or origin(problem, crew)
+    if job_ids and org.shift_end_s > crew.shift.end_s:
+        return None  # the pinned job already runs the crew past its shift: nothing more
     stops: list[PlannedStop] = [org.pinned] if org.pinned else []
     pinned_travel = problem.travel_s(crew.start, org.location) if org.pinned else 0
     t = org.ready_s

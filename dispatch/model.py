@@ -26,6 +26,8 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Protocol, SupportsFloat
 
+import numpy as np
+
 __all__ = [
     "Crew",
     "CrewRoute",
@@ -243,8 +245,19 @@ class Problem:
         durations: Iterable[Iterable[SupportsFloat]],
     ) -> Problem:
         """A problem from any matrix-like ``durations`` (rounded to whole seconds)."""
-        matrix = tuple(tuple(round(float(x)) for x in row) for row in durations)
-        if any(x < 0 for row in matrix for x in row):
+        try:
+            table = np.asarray(durations, dtype=np.float64)
+        except (TypeError, ValueError):  # ragged or not numbers: the checks below say why
+            table = None
+        if table is not None and table.ndim == 2 and np.isfinite(table).all():
+            # numpy rounds halves to even, as ``round`` does
+            rounded = np.rint(table)
+            negative = bool(rounded.size) and rounded.min() < 0
+            matrix = tuple(map(tuple, rounded.astype(np.int64).tolist()))
+        else:
+            matrix = tuple(tuple(round(float(x)) for x in row) for row in durations)
+            negative = any(x < 0 for row in matrix for x in row)
+        if negative:
             raise ValueError("durations must be non-negative")
         return cls(tuple(jobs), tuple(crews), matrix)
 

@@ -129,6 +129,7 @@ def load_city(
         stat.st_mtime_ns,
         str(settings.cache_dir.resolve()),
         _config_key(settings, table),
+        settings.matrix_processes,
     )
     with _memo_lock:
         graph = _memo.get(key)
@@ -162,7 +163,12 @@ def build_graph(
     if path.exists() and not force:
         t0 = time.perf_counter()
         try:
-            graph = RoadGraph(read_npz(path), name=label, cache_path=path)
+            graph = RoadGraph(
+                read_npz(path),
+                name=label,
+                cache_path=path,
+                matrix_processes=settings.matrix_processes,
+            )
         except (OSError, ValueError, KeyError) as exc:
             _log.warning(
                 "geo cache unreadable, rebuilding", extra={"path": str(path), "err": str(exc)}
@@ -178,7 +184,9 @@ def build_graph(
     arrays = build_arrays(osm_path, settings, table)
     with _stage("write cache", path=str(path)):
         write_npz(path, arrays)
-    graph = RoadGraph(arrays, name=label, cache_path=path)
+    graph = RoadGraph(
+        arrays, name=label, cache_path=path, matrix_processes=settings.matrix_processes
+    )
     _log.info(
         "geo build: %s ready, %d nodes, %d edges, %.1f s",
         label, graph.node_count, graph.edge_count, time.perf_counter() - t0,

@@ -47,10 +47,16 @@ class RoadGraph:
     """The road graph of one city (see the module docstring)."""
 
     def __init__(
-        self, arrays: dict[str, NDArray[Any]], *, name: str, cache_path: Path | None = None
+        self,
+        arrays: dict[str, NDArray[Any]],
+        *,
+        name: str,
+        cache_path: Path | None = None,
+        matrix_processes: int = 1,
     ) -> None:
         self.name = name
         self.cache_path = cache_path
+        self.matrix_processes = matrix_processes
         self.meta: dict[str, Any] = json.loads(str(arrays["meta_json"]))
         self._a = arrays
         self.node_osmid: NDArray[np.int64] = arrays["node_osmid"]
@@ -194,12 +200,14 @@ class RoadGraph:
             geom_lon=self._a["geom_lon"],
             geom_lat=self._a["geom_lat"],
             edge_twin=self.edge_twin,
+            processes=self.matrix_processes,
         )
 
     def travel_time_matrix(self, src_nodes: ArrayLike, dst_nodes: ArrayLike) -> NDArray[np.float64]:
         """Driving seconds from each source node to each destination node.
 
-        Shape ``(len(src_nodes), len(dst_nodes))``; ``inf`` where unreachable.
+        Shape ``(len(src_nodes), len(dst_nodes))``; ``inf`` where unreachable. Hundreds of
+        searches are spread over ``matrix_processes`` worker processes (same numbers).
         """
         return self._router.travel_time_matrix(src_nodes, dst_nodes)
 

@@ -11,6 +11,14 @@ entered and left through one node, their root, so they are peeled off once and t
 times added around the core result (``_CoreGraph``). Pairs inside one tree use the
 tree path. The result is exact; it only saves the heap work on the peeled nodes.
 
+A big matrix (hundreds of origins: a cold dispatch plan) spreads its searches over
+``processes`` worker processes, forked once per graph and kept (only by a main process
+with no other thread; elsewhere the searches stay in-process); each search is the same
+``dijkstra`` call, so the numbers are the same as in-process. Dijkstra from each origin is
+already what a one-to-many query costs on a graph this size (igraph and networkit are no
+faster per search here), and the contraction-hierarchy libraries on PyPI round weights to
+integers, so they are not exact; using the machine's cores is what is left.
+
 Road distance (for deduplication) treats every road as two-way and walks from both ends
 of the first point's edge, with a bounded Dijkstra that stops at ``limit_m``; it is cheap
 because a few hundred metres of road reach only a handful of nodes.
@@ -20,8 +28,11 @@ from __future__ import annotations
 
 import heapq
 import math
+import multiprocessing
+import threading
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import pairwise
@@ -38,6 +49,8 @@ from core.errors import NoRoute
 _MIN_WEIGHT = 1e-9
 # Rows of the full distance matrix computed at once (bounds memory on big graphs).
 _CHUNK = 64
+# Fewer origins than this are searched in-process: a worker round trip would cost more.
+_PARALLEL_MIN_ORIGINS = 2 * _CHUNK
 
 
 @dataclass(frozen=True)
@@ -93,8 +106,10 @@ class Router:
         geom_lon: NDArray[np.float64],
         geom_lat: NDArray[np.float64],
         edge_twin: NDArray[np.int32],
+        processes: int = 1,
     ) -> None:
         self._n = node_count
+        self._processes = max(1, processes)
         self._u = edge_u
         self._v = edge_v
         self._time = edge_time_s
@@ -149,7 +164,7 @@ class Router:
 
     @cached_property
     def _core(self) -> _CoreGraph:
-        return _CoreGraph(self._csr)
+        return _CoreGraph(self._csr, self._processes)
 
     def path_edges(self, a: int, b: int) -> list[int]:
         """Edges of the fastest path from node ``a`` to node ``b`` (``NoRoute`` if none)."""
@@ -272,7 +287,7 @@ class _CoreGraph:
     ``parent[n]`` the next node towards the root (-1 on the core).
     """
 
-    def __init__(self, csr: sp.csr_array) -> None:
+    def __init__(self, csr: sp.csr_array, processes: int = 1) -> None:
         n = csr.shape[0]
         indptr, indices, data = csr.indptr, csr.indices, csr.data
         pattern = sp.csr_array((np.ones(len(indices)), indices, indptr), shape=(n, n))
@@ -320,6 +335,9 @@ class _CoreGraph:
         self._fwd = sub
         self._rev = sp.csr_array(sub.T)
         self.core_size = len(core)
+        self._processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def matrix(self, src: NDArray[np.int64], dst: NDArray[np.int64]) -> NDArray[np.float64]:
         """Seconds from each of the unique nodes ``src`` to each of the unique ``dst``."""
@@ -327,9 +345,9 @@ class _CoreGraph:
         uroot_src, src_at = np.unique(src_root, return_inverse=True)
         uroot_dst, dst_at = np.unique(dst_root, return_inverse=True)
         if len(uroot_dst) < len(uroot_src):
-            between = _dijkstra_rows(self._rev, self._pos[uroot_dst], self._pos[uroot_src]).T
+            between = self._rows(True, self._pos[uroot_dst], self._pos[uroot_src]).T
         else:
-            between = _dijkstra_rows(self._fwd, self._pos[uroot_src], self._pos[uroot_dst])
+            between = self._rows(False, self._pos[uroot_src], self._pos[uroot_dst])
         with np.errstate(invalid="ignore"):
             block = (
                 self.up[src][:, None] + between[np.ix_(src_at, dst_at)] + self.down[dst][None, :]
@@ -338,6 +356,36 @@ class _CoreGraph:
         for i, j in same_tree.tolist():
             block[i, j] = self._tree_time(int(src[i]), int(dst[j]))
         return block
+
+    def _rows(
+        self, reverse: bool, origins: NDArray[np.int64], targets: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
+        graph = self._rev if reverse else self._fwd
+        pool = self._workers() if len(origins) >= _PARALLEL_MIN_ORIGINS else None
+        if pool is None:
+            return _dijkstra_rows(graph, origins, targets)
+        # Interleaved slices, one per process: far and near origins mix in each.
+        parts = [origins[k :: self._processes] for k in range(self._processes)]
+        futures = [pool.submit(_worker_rows, reverse, part, targets) for part in parts]
+        out = np.empty((len(origins), len(targets)))
+        for k, fut in enumerate(futures):
+            out[k :: self._processes] = fut.result()
+        return out
+
+    def _workers(self) -> ProcessPoolExecutor | None:
+        with self._pool_lock:
+            if self._pool is None:
+                if self._processes < 2 or not _safe_to_fork():
+                    return None
+                # Forked: a worker starts at once, with the graph inherited rather than
+                # pickled; only origins, targets and rows cross between processes.
+                self._pool = ProcessPoolExecutor(
+                    self._processes,
+                    mp_context=multiprocessing.get_context("fork"),
+                    initializer=_worker_init,
+                    initargs=(self._fwd, self._rev),
+                )
+            return self._pool
 
     def _tree_time(self, a: int, b: int) -> float:
         """Seconds from ``a`` to ``b`` inside one tree, via their lowest common ancestor."""
@@ -350,6 +398,32 @@ class _CoreGraph:
         while lca not in ancestors:
             lca = int(self.parent[lca])
         return float((self.up[a] - self.up[lca]) + (self.down[b] - self.down[lca]))
+
+
+def _safe_to_fork() -> bool:
+    """Whether this process may fork workers: a main process with no other thread.
+
+    Forking a process with other threads running can copy a lock some thread holds, and a
+    worker process of a pool (the dispatcher's planner) hangs at exit with a pool of its
+    own; those keep their searches in-process.
+    """
+    return multiprocessing.parent_process() is None and threading.active_count() == 1
+
+
+# The forward and reverse core graphs a worker process searches.
+_worker_graphs: tuple[sp.csr_array, sp.csr_array] | None = None
+
+
+def _worker_init(fwd: sp.csr_array, rev: sp.csr_array) -> None:
+    global _worker_graphs
+    _worker_graphs = (fwd, rev)
+
+
+def _worker_rows(
+    reverse: bool, origins: NDArray[np.int64], targets: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    assert _worker_graphs is not None
+    return _dijkstra_rows(_worker_graphs[1 if reverse else 0], origins, targets)
 
 
 def _dijkstra_rows(

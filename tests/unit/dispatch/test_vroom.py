@@ -100,6 +100,9 @@ def test_same_cost_and_unassigned_as_pyvroom_on_the_sample(doc, tmp_path):
         ({"jobs": [{"id": 1, "location_index": 99}]}, "jobs[0].location_index"),
         ({"jobs": [{"id": 1, "location_index": 0, "priority": 101}]}, "jobs[0].priority"),
         ({"matrices": {"car": {"durations": [[0, 1]]}}}, "matrices.car.durations"),
+        ({"matrices": {"car": {"durations": [[0, True], [1, 0]]}}}, "matrices.car.durations[0][1]"),
+        ({"matrices": {"car": {"durations": [[0, 1], [-1, 0]]}}}, "matrices.car.durations[1][0]"),
+        ({"matrices": {"car": {"durations": [[0, 1], [1]]}}}, "matrices.car.durations"),
     ],
 )
 def test_unsupported_or_bad_input_names_the_field(doc, patch, field):
@@ -107,3 +110,14 @@ def test_unsupported_or_bad_input_names_the_field(doc, patch, field):
     with pytest.raises(InvalidMessage) as err:
         problem_from_vroom(doc)
     assert err.value.field == field
+
+
+def test_a_big_integer_matrix_reads_exactly():
+    n = 300
+    matrix = [[(i * 7919 + j * 104729) % 5000 for j in range(n)] for i in range(n)]
+    doc = {"vehicles": [{"id": 1, "start_index": 0}], "jobs": [], "matrix": matrix}
+    problem = problem_from_vroom(doc)
+    assert [list(row) for row in problem.durations] == matrix
+    assert all(type(x) is int for x in problem.durations[5])
+    floats = {**doc, "matrix": [[float(x) for x in row] for row in matrix]}
+    assert problem_from_vroom(floats).durations == problem.durations

@@ -160,3 +160,27 @@ def _point_on_edge(graph: geo.RoadGraph, edge: int, fraction: float) -> tuple[fl
     t = (target - cum[k]) / seg[k]
     lon, lat = line[k] + t * (line[k + 1] - line[k])
     return float(lat), float(lon)
+
+
+def test_big_matrix_in_worker_processes_equals_in_process(
+    ags: geo.RoadGraph, ags_nx: nx.MultiDiGraph
+) -> None:
+    # Hundreds of origins go to worker processes; the numbers must not change.
+    assert ags.cache_path is not None
+    with np.load(ags.cache_path) as data:
+        arrays = {name: data[name] for name in data.files}
+    parallel = geo.RoadGraph(arrays, name="ags-parallel", matrix_processes=2)
+    rng = np.random.default_rng(11)
+    src = rng.integers(0, ags.node_count, 300)
+    dst = rng.integers(0, ags.node_count, 200)
+    # fewer destinations: searches on the reverse graph; more: on the forward graph
+    got = parallel.travel_time_matrix(src, dst)
+    np.testing.assert_array_equal(got, ags.travel_time_matrix(src, dst))
+    np.testing.assert_array_equal(
+        parallel.travel_time_matrix(dst, src), ags.travel_time_matrix(dst, src)
+    )
+    for i in (0, 150, 299):
+        oracle = nx.single_source_dijkstra_path_length(ags_nx, int(src[i]), weight="travel_time")
+        want = [oracle.get(d, math.inf) for d in dst.tolist()]
+        np.testing.assert_allclose(got[i], want, rtol=1e-9, atol=1e-6)
+    assert parallel._router._core._pool is not None  # the searches did run in workers
