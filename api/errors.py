@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 
 import orjson
+import psycopg
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -84,6 +85,15 @@ def install(app: FastAPI) -> None:
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         status = 400 if is_open311(request) else 422
         return error_response(request, status, _validation_text(exc))
+
+    @app.exception_handler(psycopg.DataError)
+    async def _bad_value(request: Request, exc: psycopg.DataError) -> Response:
+        # A value the database cannot take (a NUL byte, a number out of range) came from
+        # the request: the client's to fix, and nothing of the server to report.
+        # Answered like any other invalid input: 400 on Open311, 422 elsewhere.
+        log.info("request refused by the database: %s", exc, extra={"path": request.url.path})
+        status = 400 if is_open311(request) else 422
+        return error_response(request, status, f"invalid value: {exc}")
 
     @app.exception_handler(PayloadTooLarge)
     async def _too_large(request: Request, exc: PayloadTooLarge) -> Response:

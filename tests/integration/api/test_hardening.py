@@ -106,3 +106,13 @@ def test_a_posted_request_is_on_mqtt_where_apps_publish(client, api_key, api_set
     finally:
         sub.loop_stop()
         sub.disconnect()
+
+
+def test_a_value_the_database_refuses_is_a_client_error(client, users):
+    # A NUL byte cannot go into a PostgreSQL text parameter.
+    resp = client.get("/api/assignments", params={"crew_id": "a\x00b", "history": "true"},
+                      headers=users.auth("dispatcher"))
+    assert resp.status_code == 422 and "invalid value" in resp.json()["detail"]
+    for params in ({"service_code": "pot\x00hole"}, {"service_request_id": "a\x00"}):
+        resp = client.get("/open311/v2/requests.json", params=params)
+        assert resp.status_code < 500, resp.text
