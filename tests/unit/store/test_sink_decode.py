@@ -32,3 +32,11 @@ def test_invalid_values_are_counted_and_skipped_not_raised() -> None:
     got = sinks.decode("crew.events", values, sinks.pick_crew_event)
     assert [type(m) for m in got] == [CrewStatus]
     assert sinks.INVALID.labels("crew.events")._value.get() - before == 4
+
+
+def test_only_the_newest_version_of_each_incident_in_a_batch_is_kept() -> None:
+    from tests.unit.store.factories import incident
+
+    values = [dumps(incident(i, v, AT)) for i, v in (("a", 1), ("b", 1), ("a", 3), ("a", 2))]
+    got = sinks.decode("incidents", [*values, None, b"not json"], sinks.SINKS["incidents"])
+    assert sorted((inc.incident_id, inc.version) for inc in got) == [("a", 3), ("b", 1)]
