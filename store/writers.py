@@ -169,15 +169,8 @@ def _one(table: str, fn: Callable[[Any], R.Row]) -> _Stager:
 
 
 def _stage_incidents(msgs: Sequence[Incident]) -> dict[str, list[R.Row]]:
-    # Every record is an incident's full state, history and evidence included: the newest
-    # version of each id in the batch carries every row the older ones would write.
-    latest: dict[str, Incident] = {}
-    for inc in msgs:
-        have = latest.get(inc.incident_id)
-        if have is None or inc.version >= have.version:
-            latest[inc.incident_id] = inc
     out: dict[str, list[R.Row]] = {"incidents": [], "incident_events": [], "report_incident": []}
-    for inc in latest.values():
+    for inc in msgs:
         split = R.incident_rows(inc)
         out["incidents"].append(split.state)
         out["incident_events"] += split.events
