@@ -14,18 +14,14 @@ Personal data (``reporter_contacts``) is written here and never read.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
-Db = psycopg.Connection[Any] | ConnectionPool
+from store._db import Db, cursor, fetch
 
 API_SCHEMA = """
 CREATE TABLE IF NOT EXISTS open311_details (
@@ -40,34 +36,14 @@ CREATE TABLE IF NOT EXISTS open311_details (
 """
 
 
-@contextlib.contextmanager
-def _cursor(db: Db) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
-    if isinstance(db, ConnectionPool):
-        with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            yield cur
-        return
-    with db.transaction(), db.cursor(row_factory=dict_row) as cur:
-        yield cur
-
-
-def _fetch(
-    db: Db, query: str, params: Sequence[Any] | dict[str, Any] = (), *, custom_plan: bool = False
-) -> list[dict[str, Any]]:
-    # Queries whose selectivity depends on the values (a bounding box, a date range) are
-    # never prepared: a generic plan chosen for "any box" is ~20x slower for a small one.
-    with _cursor(db) as cur:
-        cur.execute(query.encode(), params, prepare=False if custom_plan else None)
-        return cur.fetchall() if cur.description else []
-
-
 def ensure_api_schema(db: Db) -> None:
     """Create the web service's own table if it is missing (idempotent)."""
-    _fetch(db, API_SCHEMA)
+    fetch(db, API_SCHEMA)
 
 
 def ping(db: Db) -> None:
     """Run a trivial query (readiness)."""
-    _fetch(db, "SELECT 1")
+    fetch(db, "SELECT 1")
 
 
 # --- Open311 requests -------------------------------------------------------------------
@@ -130,7 +106,7 @@ def request_rows(
         params |= {"w": bbox[0], "s": bbox[1], "e": bbox[2], "n": bbox[3]}
     extra = ", i.history" if with_history else ""
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    return _fetch(
+    return fetch(
         db,
         _REQUEST_SELECT.format(extra=extra)
         + clause
@@ -156,7 +132,7 @@ def record_request(
     ``report`` holds the ``reports`` columns of the CitizenReport that was published.
     """
     rid = UUID(str(report["report_id"]))
-    with _cursor(db) as cur:
+    with cursor(db) as cur:
         cur.execute(
             b"INSERT INTO reports (report_id, reported_at, category, lat, lon, description, "
             b"media_url, asset_id, client_id) VALUES (%(report_id)s, %(reported_at)s, "
@@ -187,7 +163,7 @@ def record_request(
 def request_exists(db: Db, report_id: str) -> bool:
     """Whether a report with this id is recorded."""
     return bool(
-        _fetch(db, "SELECT 1 FROM reports WHERE report_id = %s LIMIT 1", (UUID(report_id),))
+        fetch(db, "SELECT 1 FROM reports WHERE report_id = %s LIMIT 1", (UUID(report_id),))
     )
 
 
@@ -199,7 +175,7 @@ def request_updates(
     One row per (report, transition) with ``report_id, incident_id, seq, at, status,
     reason, merged_into``.
     """
-    return _fetch(
+    return fetch(
         db,
         "SELECT l.report_id, e.incident_id, e.seq, e.at, e.status, e.reason, i.merged_into "
         "FROM report_incident l "
@@ -216,19 +192,19 @@ def request_updates(
 
 def incident_exists(db: Db, incident_id: str) -> bool:
     """Whether an incident with this id is recorded."""
-    return bool(_fetch(db, "SELECT 1 FROM incidents WHERE incident_id = %s", (incident_id,)))
+    return bool(fetch(db, "SELECT 1 FROM incidents WHERE incident_id = %s", (incident_id,)))
 
 
 def crew_exists(db: Db, crew_id: str) -> bool:
     """Whether a crew with this id is recorded."""
-    return bool(_fetch(db, "SELECT 1 FROM crews WHERE crew_id = %s", (crew_id,)))
+    return bool(fetch(db, "SELECT 1 FROM crews WHERE crew_id = %s", (crew_id,)))
 
 
 def assignment_history(
     db: Db, *, crew_id: str | None = None, since: datetime | None = None, limit: int = 200
 ) -> list[dict[str, Any]]:
     """Plans sent to crews, newest first."""
-    return _fetch(
+    return fetch(
         db,
         "SELECT crew_id, plan_id, created_at, stops, route, leg_eta_s FROM assignments "
         "WHERE (%(crew)s::text IS NULL OR crew_id = %(crew)s) "
@@ -243,18 +219,18 @@ def assignment_history(
 
 def list_users(db: Db) -> list[dict[str, Any]]:
     """Every user, without password hashes."""
-    return _fetch(db, "SELECT username, role, created_at, disabled FROM users ORDER BY username")
+    return fetch(db, "SELECT username, role, created_at, disabled FROM users ORDER BY username")
 
 
 def remove_user(db: Db, username: str) -> bool:
     """Delete a user; False when there was none."""
-    return bool(_fetch(db, "DELETE FROM users WHERE username = %s RETURNING username", (username,)))
+    return bool(fetch(db, "DELETE FROM users WHERE username = %s RETURNING username", (username,)))
 
 
 def revoke_api_keys_named(db: Db, name: str) -> int:
     """Revoke every active key with this name; how many were revoked."""
     return len(
-        _fetch(
+        fetch(
             db,
             "UPDATE api_keys SET revoked = true, revoked_at = now() "
             "WHERE name = %s AND NOT revoked RETURNING key_id",
@@ -313,7 +289,7 @@ FROM (
     ORDER BY i.priority, i.opened_at LIMIT %(limit)s
 ) f
 """  # noqa: S608
-    with _cursor(db) as cur:
+    with cursor(db) as cur:
         cur.execute(query.encode(), params)
         row = cur.fetchone()
     assert row is not None

@@ -7,24 +7,21 @@ Personal data (``reporter_contacts``) is written here but never joined into a re
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
 
 from core.errors import Conflict, NotFound
 from core.schemas import ACTIVE_STATUSES
+from store._db import Db, fetch
 
 log = logging.getLogger(__name__)
 
-Db = psycopg.Connection[Any] | ConnectionPool
 ACTIVE = tuple(sorted(s.value for s in ACTIVE_STATUSES))
 
 
@@ -38,35 +35,8 @@ class BBox:
     max_lat: float
 
 
-@contextlib.contextmanager
-def _cursor(db: Db) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
-    if isinstance(db, ConnectionPool):
-        with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            yield cur
-        return
-    try:
-        with db.cursor(row_factory=dict_row) as cur:
-            yield cur
-    except BaseException:
-        if not db.autocommit:
-            db.rollback()
-        raise
-    if not db.autocommit:
-        db.commit()
-
-
-def _fetch(
-    db: Db, query: str, params: Sequence[Any] | dict[str, Any] = (), *, custom_plan: bool = False
-) -> list[dict[str, Any]]:
-    # Queries whose selectivity depends on the values (a bounding box, a date range) are
-    # never prepared: a generic plan chosen for "any box" can be 30x slower for a small one.
-    with _cursor(db) as cur:
-        cur.execute(query.encode(), params, prepare=False if custom_plan else None)
-        return cur.fetchall() if cur.description else []
-
-
 def _one(db: Db, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> dict[str, Any] | None:
-    found = _fetch(db, query, params)
+    found = fetch(db, query, params)
     return found[0] if found else None
 
 
@@ -118,7 +88,7 @@ def open_incidents(
     if bbox is not None:
         where.append("lat BETWEEN %(s)s AND %(n)s AND lon BETWEEN %(w)s AND %(e)s")
         params |= {"s": bbox.min_lat, "n": bbox.max_lat, "w": bbox.min_lon, "e": bbox.max_lon}
-    found = _fetch(
+    found = fetch(
         db,
         f"SELECT {_INCIDENT_COLS} FROM incidents WHERE {' AND '.join(where)} "  # noqa: S608 - fixed identifiers; values are bound
         "ORDER BY priority, opened_at LIMIT %(limit)s",
@@ -137,7 +107,7 @@ def incident(db: Db, incident_id: str) -> dict[str, Any]:
     )
     if row is None:
         raise NotFound(f"no incident {incident_id!r}")
-    row["events"] = _fetch(
+    row["events"] = fetch(
         db,
         "SELECT at, status, reason, version, since_open_s FROM incident_events "
         "WHERE incident_id = %s ORDER BY at, seq",
@@ -148,7 +118,7 @@ def incident(db: Db, incident_id: str) -> dict[str, Any]:
 
 def crews(db: Db) -> list[dict[str, Any]]:
     """Every crew with its last status, last position and current plan."""
-    return _fetch(
+    return fetch(
         db,
         "SELECT crew_id, status, incident_id, skills, shift_end, status_at, lat, lon, "
         "heading_deg, speed_kph, position_at, plan_id, plan_at, stops, route "
@@ -158,7 +128,7 @@ def crews(db: Db) -> list[dict[str, Any]]:
 
 def crew_track(db: Db, crew_id: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
     """A crew's positions in a time range, oldest first."""
-    return _fetch(
+    return fetch(
         db,
         "SELECT at, lat, lon, heading_deg, speed_kph FROM crew_positions "
         "WHERE crew_id = %s AND at >= %s AND at < %s ORDER BY at",
@@ -168,7 +138,7 @@ def crew_track(db: Db, crew_id: str, since: datetime, until: datetime) -> list[d
 
 def telemetry(db: Db, device_id: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
     """A device's telemetry in a time range, oldest first."""
-    return _fetch(
+    return fetch(
         db,
         "SELECT observed_at, metrics FROM telemetry "
         "WHERE device_id = %s AND observed_at >= %s AND observed_at < %s ORDER BY observed_at",
@@ -189,7 +159,7 @@ def kpis(db: Db, *, now: datetime | None = None, days: int = 7) -> dict[str, Any
     """
     by_priority = {
         r["priority"]: r["n"]
-        for r in _fetch(
+        for r in fetch(
             db,
             "SELECT priority, count(*) AS n FROM incidents WHERE status = ANY(%s) "
             "GROUP BY priority ORDER BY priority",
@@ -241,7 +211,7 @@ def reports_per_hour(
     Rows carry ``bucket``, ``reports`` and the grouping column(s).
     """
     keys = {"category": "category", "district": "district", "both": "category, district"}[by]
-    return _fetch(
+    return fetch(
         db,
         f"SELECT bucket, {keys}, sum(reports)::bigint AS reports FROM reports_hourly "  # noqa: S608
         "WHERE bucket >= %(since)s AND bucket < %(until)s "
@@ -253,7 +223,7 @@ def reports_per_hour(
 
 def incidents_per_hour(db: Db, since: datetime, until: datetime) -> list[dict[str, Any]]:
     """Incidents opened and resolved per hour, from the aggregate."""
-    return _fetch(
+    return fetch(
         db,
         "SELECT bucket, opened, resolved FROM incidents_hourly "
         "WHERE bucket >= %s AND bucket < %s ORDER BY bucket",
@@ -271,7 +241,7 @@ def save_contact(
     last_name: str | None = None,
 ) -> None:
     """Keep a requester's contact details, apart from the report (idempotent)."""
-    _fetch(
+    fetch(
         db,
         "INSERT INTO reporter_contacts (report_id, email, phone, first_name, last_name) "
         "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (report_id) DO NOTHING",
@@ -309,7 +279,7 @@ def api_key_by_hash(db: Db, key_hash: str) -> dict[str, Any] | None:
 
 def list_api_keys(db: Db) -> list[dict[str, Any]]:
     """Every API key (without hashes), newest first."""
-    return _fetch(
+    return fetch(
         db,
         "SELECT key_id, name, created_at, revoked, revoked_at FROM api_keys ORDER BY key_id DESC",
     )
