@@ -5,7 +5,6 @@ writes the reports and the incident to the database."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 import uuid
@@ -13,11 +12,9 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 import geo
-from core import topics
-from core.settings import GeoSettings, PostgresSettings, Settings
+from core.settings import GeoSettings, PostgresSettings
 from store import schema
 from tests.integration.ingest.helpers import free_port
 from tests.integration.streams.test_worker import (
@@ -25,22 +22,11 @@ from tests.integration.streams.test_worker import (
     Worker,
     _delete_app_topics,
     _fast_forward,
+    produce_reports,
 )
 from tests.unit.streams.conftest import DATA, fault_sites, point_along
 
 pytestmark = pytest.mark.timeout(240)
-
-
-async def _produce(settings: Settings, docs: list[dict]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
-    await producer.start()
-    try:
-        for doc in docs:
-            await producer.send_and_wait(
-                topics.RAW_REPORTS, json.dumps(doc).encode(), key=doc["client_id"].encode()
-            )
-    finally:
-        await producer.stop()
 
 
 def _stored(pg: PostgresSettings, report_ids: list[str]) -> tuple[int, list[tuple]]:
@@ -101,7 +87,7 @@ def test_a_dedup_worker_and_a_store_worker_split_the_work(settings, pg, uid, tmp
         for role in ("dedup", "store")
     ]
     try:
-        asyncio.run(_produce(settings, docs))
+        asyncio.run(produce_reports(settings, docs))
         deadline = time.monotonic() + 120
         reports, links = 0, []
         while time.monotonic() < deadline:

@@ -5,7 +5,6 @@ ends up as exactly one incident with all its reports."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import time
@@ -14,12 +13,10 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 import geo
-from core import topics
 from core.settings import GeoSettings, Settings
 from tests.integration.ingest.helpers import free_port
 from tests.integration.streams.test_worker import (
@@ -28,25 +25,13 @@ from tests.integration.streams.test_worker import (
     Worker,
     _delete_app_topics,
     _fast_forward,
+    produce_reports,
 )
 from tests.unit.streams.conftest import DATA, fault_sites, point_along
 
 FAULTS, PER_FAULT = 60, 8
 
 pytestmark = pytest.mark.timeout(300)
-
-
-async def _produce(settings: Settings, docs: list[dict]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
-    await producer.start()
-    try:
-        for doc in docs:
-            await producer.send(
-                topics.RAW_REPORTS, json.dumps(doc).encode(), key=doc["client_id"].encode()
-            )
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def _partitions_by_member(settings: Settings, group: str, topic: str) -> list[set[int]]:
@@ -112,7 +97,7 @@ def test_a_second_worker_takes_over_partitions_and_their_state(settings, uid, tm
     second = None
     try:
         half = PER_FAULT // 2
-        asyncio.run(_produce(settings, [d for docs in reports for d in docs[:half]]))
+        asyncio.run(produce_reports(settings, [d for docs in reports for d in docs[:half]]))
         tap.wait(lambda t: len(t.standing()) >= FAULTS, timeout_s=120)
         assert len(tap.standing()) == FAULTS, first.log()
 
@@ -129,7 +114,7 @@ def test_a_second_worker_takes_over_partitions_and_their_state(settings, uid, tm
                 break
             time.sleep(1)
         assert len(split) == 2 and all(split), f"cell partitions not split: {split}"
-        asyncio.run(_produce(settings, [d for docs in reports for d in docs[half:]]))
+        asyncio.run(produce_reports(settings, [d for docs in reports for d in docs[half:]]))
 
         def complete(t: IncidentTap) -> bool:
             s = t.standing()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -82,6 +82,20 @@ class Worker:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
+
+
+async def produce_reports(settings: Settings, docs: list[dict]) -> None:
+    """Put citizen reports straight on ``raw.reports``, keyed by client id (no MQTT)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for doc in docs:
+            await producer.send(
+                topics.RAW_REPORTS, json.dumps(doc).encode(), key=doc["client_id"].encode()
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
 
 
 async def _delete_app_topics(settings: Settings, app_id: str) -> None:
