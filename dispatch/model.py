@@ -288,6 +288,13 @@ class Problem:
         return 0 if dst is None else self.durations[src][dst]
 
     @cached_property
+    def matrix(self) -> np.ndarray:
+        """``durations`` as a read-only integer array."""
+        out = np.asarray(self.durations, dtype=np.int64)
+        out.flags.writeable = False
+        return out
+
+    @cached_property
     def pinned_to(self) -> dict[str, str]:
         """Job id -> id of the crew working on it right now."""
         return {c.pinned_job: c.id for c in self.crews if c.pinned_job is not None}

@@ -35,6 +35,15 @@ Search: first-solution strategy and metaheuristic by name from the settings, a r
 of local-search operators (``_OPERATORS_OFF``), local cheapest insertion taking far jobs
 first, always under the time limit (guided local search never stops by itself). Every job
 is optional, so a first solution always exists.
+
+With more than ``_PART_CREWS`` crews, the whole search gets ``_WHOLE_SHARE`` of the time
+and the rest goes to re-planning parts: a crew, its nearest crews by how close their routes
+run, their jobs and the unassigned jobs they may do, as a model of its own at the whole
+problem's prices, searched from the current routes for ``_PART_TIME_S``. One move of the
+whole search scans every route (about 13 ms on 500 jobs and 60 crews), so within a few
+seconds it is still descending from its first plan; a part of six crews moves many times
+faster. On the bench's instances at 2 s this takes 500x60 from about +18 % over pyvroom's
+travel to about +13 %, and 200x30 a little lower.
 A previous plan warm-starts the search (``ReadAssignmentFromRoutes`` +
 ``SolveFromAssignmentWithParameters``); if its routes no longer fit the problem the search
 starts cold. ETAs are recomputed from the route order by
@@ -44,7 +53,9 @@ the earliest-schedule pass the baseline uses, so both report times the same way.
 from __future__ import annotations
 
 import logging
+import random
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -68,6 +79,12 @@ _FALLBACK_FIRST_SOLUTION = "PARALLEL_CHEAPEST_INSERTION"
 # Up to this many (job, crew) pairs the greedy baseline takes milliseconds, so every
 # plan is checked against it; above, only plans that leave jobs out are.
 _BASELINE_CHECK_MAX_PAIRS = 1000
+# Above this many crews, the whole search gets ``_WHOLE_SHARE`` of the time limit and
+# parts of ``_PART_CREWS`` neighbouring crews are re-planned on their own, ``_PART_TIME_S``
+# each, for the rest (see ``_improve_in_parts``).
+_PART_CREWS = 6
+_PART_TIME_S = 0.1
+_WHOLE_SHARE = 0.35
 _FARTHEST_FIRST = (
     LocalCheapestInsertionParameters.SORTING_PROPERTY_HIGHEST_AVG_ARC_COST_TO_VEHICLE_START_ENDS
 )
@@ -126,12 +143,26 @@ class _Model:
     """One OR-Tools routing model built from a ``Problem``."""
 
     def __init__(
-        self, problem: Problem, elig: _schedule.Eligibility, settings: SolverSettings
+        self,
+        problem: Problem,
+        elig: _schedule.Eligibility,
+        settings: SolverSettings,
+        crew_indices: Sequence[int] | None = None,
+        job_ids: Sequence[str] | None = None,
     ) -> None:
+        """The whole problem, or the part of it made of some crews and some jobs.
+
+        A part keeps the whole problem's prices (drop penalties, lateness), so its
+        objective is the whole objective restricted to those routes and jobs.
+        """
         self.problem = problem
-        self.job_ids = list(elig.allowed)
+        every = range(len(problem.crews))
+        self.crew_indices = list(every if crew_indices is None else crew_indices)
+        local = {c: v for v, c in enumerate(self.crew_indices)}
+        self.job_ids = list(elig.allowed if job_ids is None else job_ids)
         n_jobs = len(self.job_ids)
-        crews = problem.crews
+        crews = [problem.crews[c] for c in self.crew_indices]
+        origins = [elig.origins[c] for c in self.crew_indices]
         n_crews = len(crews)
         self.n_jobs = n_jobs
         starts = [n_jobs + v for v in range(n_crews)]
@@ -142,14 +173,14 @@ class _Model:
 
         jobs = [problem.job(j) for j in self.job_ids]
         locs: list[int | None] = [j.location for j in jobs]
-        locs += [o.location for o in elig.origins]
+        locs += [o.location for o in origins]
         locs += [c.end for c in crews]
         service = np.array([j.service_s for j in jobs] + [0] * (2 * n_crews), dtype=np.int64)
         first_end = n_jobs + n_crews
 
         # Rows of end nodes and columns of open ends are zero: nothing leaves an end, and
         # reaching "wherever the last job is" takes no time.
-        durations = np.asarray(problem.durations, dtype=np.int64)
+        durations = problem.matrix
         idx = np.array([-1 if loc is None else loc for loc in locs], dtype=np.int64)
         travel = durations[np.ix_(np.maximum(idx, 0), np.maximum(idx, 0))]
         travel[:, idx < 0] = 0
@@ -181,16 +212,16 @@ class _Model:
                 routing.SetVehicleUsedWhenEmpty(True, v)
 
         time_cb = routing.RegisterTransitMatrix(time_m.tolist())
-        shift_ends = [o.shift_end_s for o in elig.origins]
+        shift_ends = [o.shift_end_s for o in origins]
         horizon = max([*shift_ends, 0])
         routing.AddDimensionWithVehicleCapacity(time_cb, horizon, shift_ends, False, "time")
         self.time = routing.GetDimensionOrDie("time")
-        for v, o in enumerate(elig.origins):
+        for v, o in enumerate(origins):
             self.time.CumulVar(routing.Start(v)).SetRange(
                 min(o.ready_s, o.shift_end_s), o.shift_end_s
             )
 
-        latest_end = max((c.shift.end_s for c in crews), default=0)
+        latest_end = max((c.shift.end_s for c in problem.crews), default=0)
         for node, job in enumerate(jobs):
             index = manager.NodeToIndex(node)
             cumul = self.time.CumulVar(index)
@@ -209,43 +240,52 @@ class _Model:
                 drop += penalty
             routing.AddDisjunction([index], drop)
             # -1 is the vehicle of an unperformed (dropped) job.
-            routing.VehicleVar(index).SetValues([-1, *elig.allowed[job.id]])
+            routing.VehicleVar(index).SetValues(
+                [-1, *(local[c] for c in elig.allowed[job.id] if c in local)]
+            )
 
         materials = sorted({m for j in jobs for m in j.materials})
         for m in materials:
             demand = [j.materials.get(m, 0) for j in jobs] + [0] * (2 * n_crews)
             cb = routing.RegisterUnaryTransitVector(demand)
-            caps = [o.capacity.get(m, 0) for o in elig.origins]
+            caps = [o.capacity.get(m, 0) for o in origins]
             routing.AddDimensionWithVehicleCapacity(cb, 0, caps, True, f"material:{m}")
 
         for v in range(n_crews):
             routing.AddVariableMinimizedByFinalizer(self.time.CumulVar(routing.Start(v)))
             routing.AddVariableMinimizedByFinalizer(self.time.CumulVar(routing.End(v)))
 
-    def initial_routes(self, previous: Plan) -> list[list[int]]:
-        """The previous plan's routes as index lists, keeping only what is still allowed."""
+    def indices(self, job_routes: Sequence[Sequence[str]]) -> list[list[int]]:
+        """Job ids per crew of this model as routing indices, keeping what is still allowed."""
         node_of = {jid: i for i, jid in enumerate(self.job_ids)}
         seen: set[str] = set()
         routes: list[list[int]] = []
-        for v, crew in enumerate(self.problem.crews):
-            route = previous.route_of(crew.id)
+        for v, ids in enumerate(job_routes):
             indices: list[int] = []
-            for stop in route.stops if route else ():
-                node = node_of.get(stop.job_id)
-                if stop.pinned or node is None or stop.job_id in seen:
+            for jid in ids:
+                node = node_of.get(jid)
+                if node is None or jid in seen:
                     continue
                 index = self.manager.NodeToIndex(node)
                 if not self.routing.VehicleVar(index).Contains(v):
                     continue
-                seen.add(stop.job_id)
+                seen.add(jid)
                 indices.append(index)
             routes.append(indices)
         return routes
 
-    def routes_of(self, solution: Any) -> list[list[str]]:
-        """Job ids per crew, in visiting order."""
+    def previous_routes(self, previous: Plan) -> list[list[str]]:
+        """The previous plan's unpinned job ids per crew of this model."""
         out = []
-        for v in range(len(self.problem.crews)):
+        for c in self.crew_indices:
+            route = previous.route_of(self.problem.crews[c].id)
+            out.append([s.job_id for s in route.stops if not s.pinned] if route else [])
+        return out
+
+    def routes_of(self, solution: Any) -> list[list[str]]:
+        """Job ids per crew of this model, in visiting order."""
+        out = []
+        for v in range(len(self.crew_indices)):
             index = self.routing.Start(v)
             ids = []
             index = solution.Value(self.routing.NextVar(index))
@@ -263,7 +303,8 @@ def _search(
     remaining = max(0.05, deadline - time.monotonic())
     params = _parameters(settings.first_solution, settings.metaheuristic, remaining)
     if previous is not None:
-        initial = routing.ReadAssignmentFromRoutes(model.initial_routes(previous), True)
+        routes = model.indices(model.previous_routes(previous))
+        initial = routing.ReadAssignmentFromRoutes(routes, True)
         if initial is not None:
             solution = routing.SolveFromAssignmentWithParameters(initial, params)
             if solution is not None:
@@ -285,6 +326,77 @@ def _search(
     return solution, False
 
 
+def _route_distances(
+    problem: Problem, elig: _schedule.Eligibility, job_routes: Sequence[Sequence[str]]
+) -> np.ndarray:
+    """Crews x crews: how far apart their routes run.
+
+    The mean, over the places of one route (its origin and its stops), of the travel time
+    to the nearest place of the other, made symmetric.
+    """
+    nodes: list[int] = []
+    owner: list[int] = []
+    for v, ids in enumerate(job_routes):
+        locs = [elig.origins[v].location, *(problem.job(j).location for j in ids)]
+        nodes += locs
+        owner += [v] * len(locs)
+    at = np.asarray(nodes)
+    sub = problem.matrix[np.ix_(at, at)]
+    sub = np.minimum(sub, sub.T)
+    bounds = np.flatnonzero(np.r_[True, np.diff(owner) != 0])
+    nearest = np.minimum.reduceat(sub, bounds, axis=1)
+    mean = np.add.reduceat(nearest, bounds, axis=0) / np.diff(np.r_[bounds, len(at)])[:, None]
+    out: np.ndarray = (mean + mean.T) / 2
+    return out
+
+
+def _improve_in_parts(
+    problem: Problem,
+    elig: _schedule.Eligibility,
+    settings: SolverSettings,
+    job_routes: list[list[str]],
+    deadline: float,
+) -> list[list[str]]:
+    """Re-plan ``_PART_CREWS`` neighbouring crews at a time until ``deadline``.
+
+    Each part is a model of its crews, their jobs and the unassigned jobs one of them may
+    do, at the whole problem's prices, warm-started from the current routes: its search
+    only accepts a better plan for the part, so the whole plan never gets worse.
+    """
+    n = len(problem.crews)
+    seeds = list(range(n))
+    random.Random(n).shuffle(seeds)  # the same order for the same problem size
+    tried = better = 0
+    while deadline - time.monotonic() > _PART_TIME_S:
+        seed = seeds[tried % n]
+        tried += 1
+        near = np.argsort(_route_distances(problem, elig, job_routes)[seed], kind="stable")
+        group = [int(v) for v in near[:_PART_CREWS]]
+        members = set(group)
+        assigned = {j for ids in job_routes for j in ids}
+        jobs = [j for v in group for j in job_routes[v]]
+        jobs += [
+            j
+            for j, allowed in elig.allowed.items()
+            if j not in assigned and members.intersection(allowed)
+        ]
+        part = _Model(problem, elig, settings, group, jobs)
+        before = [job_routes[v] for v in group]
+        initial = part.routing.ReadAssignmentFromRoutes(part.indices(before), True)
+        if initial is None:
+            continue
+        params = _parameters(settings.first_solution, settings.metaheuristic, _PART_TIME_S)
+        solution = part.routing.SolveFromAssignmentWithParameters(initial, params)
+        if solution is None:
+            continue
+        after = part.routes_of(solution)
+        better += after != before
+        for v, ids in zip(group, after, strict=True):
+            job_routes[v] = ids
+    log.debug("parts re-planned", extra={"parts": tried, "changed": better})
+    return job_routes
+
+
 def solve(problem: Problem, settings: SolverSettings, previous: Plan | None = None) -> Plan:
     """Plan ``problem`` with OR-Tools within ``settings.time_limit_s``.
 
@@ -301,8 +413,18 @@ def solve(problem: Problem, settings: SolverSettings, previous: Plan | None = No
     warm = False
     if elig.allowed and crews:
         model = _Model(problem, elig, settings)
-        solution, warm = _search(model, settings, previous, deadline)
+        parted = len(crews) > _PART_CREWS
+        try:
+            whole = t0 + settings.time_limit_s * (_WHOLE_SHARE if parted else 1.0)
+            solution, warm = _search(model, settings, previous, whole)
+        except SolverError:
+            if not parted:
+                raise
+            parted = False  # no first plan in the whole search's share: give it all
+            solution, warm = _search(model, settings, previous, deadline)
         job_routes = model.routes_of(solution)
+        if parted:
+            job_routes = _improve_in_parts(problem, elig, settings, job_routes, deadline)
     else:
         job_routes = [[] for _ in crews]
 

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import time
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dispatch import _schedule
 from dispatch.baseline import greedy
-from dispatch.model import Crew, Job, Plan, Problem, TimeWindow
-from dispatch.solver import solve
+from dispatch.model import Crew, Job, Plan, Problem, TimeWindow, Unassigned, UnassignedKind
+from dispatch.solver import _PART_CREWS, _improve_in_parts, solve
 from tests.unit.dispatch.factories import fast_settings, matrix
 
 SKILLS = ["asphalt", "electric", "water"]
 
 
 @st.composite
-def problems(draw):
-    n_jobs = draw(st.integers(1, 7))
-    n_crews = draw(st.integers(1, 3))
+def problems(draw, jobs: tuple[int, int] = (1, 7), crews: tuple[int, int] = (1, 3)):
+    n_jobs = draw(st.integers(*jobs))
+    n_crews = draw(st.integers(*crews))
     coords = st.tuples(st.integers(0, 2000), st.integers(0, 2000))
     points = draw(st.lists(coords, min_size=n_jobs + n_crews, max_size=n_jobs + n_crews))
     jobs = []
@@ -121,3 +124,40 @@ def test_baseline_never_breaks_a_hard_rule(problem):
 @given(problems())
 def test_solver_is_no_worse_than_the_baseline(problem):
     assert solve(problem, FAST).objective <= greedy(problem, FAST).objective
+
+
+# More crews than one part holds, so the solver re-plans parts of neighbouring crews.
+PARTED = problems(jobs=(8, 24), crews=(_PART_CREWS + 1, _PART_CREWS + 4))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(PARTED)
+def test_solver_with_parts_never_breaks_a_hard_rule(problem):
+    check_hard_rules(problem, solve(problem, fast_settings(time_limit_s=0.4)))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(PARTED)
+def test_re_planning_parts_never_makes_the_plan_worse(problem):
+    s = fast_settings()
+    elig = _schedule.eligibility(problem)
+    start = greedy(problem, s)
+    routes = [[st.job_id for st in r.stops if not st.pinned] for r in start.routes]
+
+    def cost(job_routes: list[list[str]]) -> int:
+        scheduled = [
+            _schedule.schedule(problem, crew, ids, org)
+            for crew, ids, org in zip(problem.crews, job_routes, elig.origins, strict=True)
+        ]
+        assert all(r is not None for r in scheduled), "a part broke a hard rule"
+        done = {st.job_id for r in scheduled for st in r.stops}
+        left = [
+            Unassigned(j.id, UnassignedKind.DROPPED, "") for j in problem.jobs if j.id not in done
+        ]
+        return _schedule.objective(problem, scheduled, left, s)
+
+    before = cost(routes)
+    after = cost(
+        _improve_in_parts(problem, elig, s, [list(r) for r in routes], time.monotonic() + 0.35)
+    )
+    assert after <= before

@@ -391,13 +391,25 @@ def test_a_crew_carries_only_the_material_it_reports(ags: geo.RoadGraph) -> None
     # A pothole uses its family's asphalt; a lamp names its own need.
     w.apply_incident(incident("hole-1", EAST, service_s=300.0))
     w.apply_incident(incident("hole-2", CENTRE, service_s=300.0, priority="P2"))
-    w.apply_incident(incident("lamp", SOUTH, category="streetlight_out", family="lighting",
-                              service_s=300.0, skill="roads", materials={"lamps": 2}))
+    w.apply_incident(
+        incident(
+            "lamp",
+            SOUTH,
+            category="streetlight_out",
+            family="lighting",
+            service_s=300.0,
+            skill="roads",
+            materials={"lamps": 2},
+        )
+    )
     crew(w, "short", WEST, skills=["roads"], materials={"asphalt_bags": 2})
 
     draft = w.draft(NOW, SETTINGS)
     assert {j.incident_id: dict(j.materials) for j in draft.jobs} == {
-        "hole-1": {"asphalt_bags": 2}, "hole-2": {"asphalt_bags": 2}, "lamp": {"lamps": 2}}
+        "hole-1": {"asphalt_bags": 2},
+        "hole-2": {"asphalt_bags": 2},
+        "lamp": {"lamps": 2},
+    }
     outcome = _worker.plan_draft(draft, ags, SETTINGS, None, "plan-m")
 
     [stop] = outcome.assignments["short"].stops
