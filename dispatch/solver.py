@@ -36,7 +36,7 @@ of local-search operators (``_OPERATORS_OFF``), local cheapest insertion taking 
 first, always under the time limit (guided local search never stops by itself). Every job
 is optional, so a first solution always exists.
 
-With more than ``_PART_CREWS`` crews, the whole search gets ``_WHOLE_SHARE`` of the time
+From ``_PARTS_MIN_CREWS`` crews up, the whole search gets ``_WHOLE_SHARE`` of the time
 and the rest goes to re-planning parts: a crew, its nearest crews by how close their routes
 run, their jobs and the unassigned jobs they may do, as a model of its own at the whole
 problem's prices, searched from the current routes for ``_PART_TIME_S``. One move of the
@@ -79,12 +79,14 @@ _FALLBACK_FIRST_SOLUTION = "PARALLEL_CHEAPEST_INSERTION"
 # Up to this many (job, crew) pairs the greedy baseline takes milliseconds, so every
 # plan is checked against it; above, only plans that leave jobs out are.
 _BASELINE_CHECK_MAX_PAIRS = 1000
-# Above this many crews, the whole search gets ``_WHOLE_SHARE`` of the time limit and
-# parts of ``_PART_CREWS`` neighbouring crews are re-planned on their own, ``_PART_TIME_S``
-# each, for the rest (see ``_improve_in_parts``).
+# From ``_PARTS_MIN_CREWS`` crews up, the whole search gets ``_WHOLE_SHARE`` of the time
+# limit and parts of ``_PART_CREWS`` neighbouring crews are re-planned on their own,
+# ``_PART_TIME_S`` each, for the rest (see ``_improve_in_parts``). Below, the whole search
+# does better on its own (bench_dispatch, 50x10).
+_PARTS_MIN_CREWS = 13
 _PART_CREWS = 6
 _PART_TIME_S = 0.1
-_WHOLE_SHARE = 0.35
+_WHOLE_SHARE = 0.4
 _FARTHEST_FIRST = (
     LocalCheapestInsertionParameters.SORTING_PROPERTY_HIGHEST_AVG_ARC_COST_TO_VEHICLE_START_ENDS
 )
@@ -367,7 +369,7 @@ def _improve_in_parts(
     seeds = list(range(n))
     random.Random(n).shuffle(seeds)  # the same order for the same problem size
     tried = better = 0
-    while deadline - time.monotonic() > _PART_TIME_S:
+    while (left := deadline - time.monotonic()) > _PART_TIME_S / 2:
         seed = seeds[tried % n]
         tried += 1
         near = np.argsort(_route_distances(problem, elig, job_routes)[seed], kind="stable")
@@ -385,7 +387,9 @@ def _improve_in_parts(
         initial = part.routing.ReadAssignmentFromRoutes(part.indices(before), True)
         if initial is None:
             continue
-        params = _parameters(settings.first_solution, settings.metaheuristic, _PART_TIME_S)
+        params = _parameters(
+            settings.first_solution, settings.metaheuristic, min(_PART_TIME_S, left)
+        )
         solution = part.routing.SolveFromAssignmentWithParameters(initial, params)
         if solution is None:
             continue
@@ -413,7 +417,7 @@ def solve(problem: Problem, settings: SolverSettings, previous: Plan | None = No
     warm = False
     if elig.allowed and crews:
         model = _Model(problem, elig, settings)
-        parted = len(crews) > _PART_CREWS
+        parted = len(crews) >= _PARTS_MIN_CREWS
         try:
             whole = t0 + settings.time_limit_s * (_WHOLE_SHARE if parted else 1.0)
             solution, warm = _search(model, settings, previous, whole)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from dispatch import _schedule
 from dispatch.baseline import greedy
 from dispatch.model import Crew, Job, Plan, Problem, TimeWindow, Unassigned, UnassignedKind
-from dispatch.solver import _PART_CREWS, _improve_in_parts, solve
+from dispatch.solver import _PARTS_MIN_CREWS, _improve_in_parts, solve
 from tests.unit.dispatch.factories import fast_settings, matrix
 
 SKILLS = ["asphalt", "electric", "water"]
@@ -126,8 +126,8 @@ def test_solver_is_no_worse_than_the_baseline(problem):
     assert solve(problem, FAST).objective <= greedy(problem, FAST).objective
 
 
-# More crews than one part holds, so the solver re-plans parts of neighbouring crews.
-PARTED = problems(jobs=(8, 24), crews=(_PART_CREWS + 1, _PART_CREWS + 4))
+# Enough crews that the solver re-plans parts of neighbouring crews.
+PARTED = problems(jobs=(8, 30), crews=(_PARTS_MIN_CREWS, _PARTS_MIN_CREWS + 3))
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
