@@ -42,8 +42,10 @@ run, their jobs and the unassigned jobs they may do, as a model of its own at th
 problem's prices, searched from the current routes for ``_PART_TIME_S``. One move of the
 whole search scans every route (about 13 ms on 500 jobs and 60 crews), so within a few
 seconds it is still descending from its first plan; a part of six crews moves many times
-faster. On the bench's instances at 2 s this takes 500x60 from about +18 % over pyvroom's
-travel to about +13 %, and 200x30 a little lower.
+faster. On the bench's instances (bench_dispatch, travel over pyvroom's) this takes
+500x60 from +18.7 % to +13.6 % at 2 s and from +12.1 % to +7.8 % at 5 s, and 200x30 from
++4.3 % to +4.0 % at 2 s and from +4.1 % to +3.1 % at 5 s.
+
 A previous plan warm-starts the search (``ReadAssignmentFromRoutes`` +
 ``SolveFromAssignmentWithParameters``); if its routes no longer fit the problem the search
 starts cold. ETAs are recomputed from the route order by
@@ -191,16 +193,19 @@ class _Model:
 
         penalty = settings.reshuffle_penalty_s
         cost = travel.copy()
+        # Job node -> index (in the problem) of the crew heading to it. A part prices a job
+        # some crew is heading to the same way even when that crew is not in the part.
         self.heading: dict[int, int] = {}
         node_of = {jid: i for i, jid in enumerate(self.job_ids)}
-        for v, crew in enumerate(crews):
+        for c, crew in enumerate(problem.crews):
             if crew.heading_to is None or crew.heading_to not in node_of or not penalty:
                 continue
             j = node_of[crew.heading_to]
-            self.heading[j] = v
-            own = cost[starts[v], j]
+            self.heading[j] = c
+            own = cost[starts[local[c]], j] if c in local else 0
             cost[:, j] += penalty
-            cost[starts[v], j] = own
+            if c in local:
+                cost[starts[local[c]], j] = own
 
         open_end = idx < 0
         if open_end.any():
