@@ -30,6 +30,7 @@ from api.ratelimit import RateLimiter
 from core import topics
 from core.clock import Clock
 from core.errors import ServiceUnavailable
+from core.mqtt import service_client
 from core.schemas import CitizenReport, Command, dumps
 from core.settings import Settings
 from store import api_queries
@@ -46,11 +47,7 @@ class MqttPublisher:
 
     def _make_client(self) -> mqtt.Client:
         cid = f"cityfix-api-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True)
-        client.username_pw_set(
-            self.settings.mqtt.service_username,
-            self.settings.mqtt.service_password.get_secret_value(),
-        )
+        client = service_client(self.settings.mqtt, cid, protocol=mqtt.MQTTv311, clean_session=True)
         client.max_inflight_messages_set(self.settings.mqtt.max_inflight)
         client.reconnect_delay_set(1, 10)
         return client

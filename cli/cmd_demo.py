@@ -448,19 +448,10 @@ def _cityfix_argv() -> list[str]:
 
 def _clear_plans(settings: Settings, crew_ids: list[str]) -> None:
     """Forget earlier runs' retained crew plans, so crews start the day empty-handed."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
+    from core.mqtt import service_client
     from core.topics import crew_topic
 
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"cityfix-demo-{uuid.uuid4().hex[:6]}",
-        protocol=mqtt.MQTTv5,
-    )
-    client.username_pw_set(
-        settings.mqtt.service_username, settings.mqtt.service_password.get_secret_value()
-    )
+    client = service_client(settings.mqtt, f"cityfix-demo-{uuid.uuid4().hex[:6]}")
     try:
         client.connect(settings.mqtt.host, settings.mqtt.port, keepalive=10)
     except OSError as exc:

@@ -27,9 +27,9 @@ from enum import StrEnum
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from core.errors import Conflict, InvalidMessage, NotFound
+from core.mqtt import service_client
 from core.settings import Settings
 from core.topics import MQTT_PREFIX, valid_id
 
@@ -111,8 +111,8 @@ def _save(settings: Settings, identities: list[Identity]) -> None:
 
 def render_acl(settings: Settings) -> None:
     """Write the ACL file from the base rights and the registry."""
-    base = (_DEPLOY / "acl.base").read_text().replace(
-        "{service_user}", settings.mqtt.service_username
+    base = (
+        (_DEPLOY / "acl.base").read_text().replace("{service_user}", settings.mqtt.service_username)
     )
     blocks = [base.rstrip() + "\n"]
     for ident in list_identities(settings):
@@ -204,14 +204,7 @@ def ping(settings: Settings, timeout_s: float = 3.0) -> bool:
         ok.append(not getattr(rc, "is_failure", False))
         done.set()
 
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"cityfix-ping-{secrets.token_hex(4)}",
-        protocol=mqtt.MQTTv5,
-    )
-    client.username_pw_set(
-        settings.mqtt.service_username, settings.mqtt.service_password.get_secret_value()
-    )
+    client = service_client(settings.mqtt, f"cityfix-ping-{secrets.token_hex(4)}")
     client.on_connect = on_connect
     try:
         client.connect(settings.mqtt.host, settings.mqtt.port, keepalive=10)

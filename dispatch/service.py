@@ -44,11 +44,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from paho.mqtt.enums import CallbackAPIVersion
 
 from core import schemas, topics
 from core.clock import Clock
 from core.errors import CityfixError, InvalidMessage
+from core.mqtt import service_client
 from core.schemas import Assignment, Command, CrewPosition, CrewStatus, DispatchRun, Incident
 from core.settings import Settings
 from dispatch import _worker, world
@@ -73,13 +73,12 @@ class _Publisher:
         self._unacked: set[int] = set()
         self._early: set[int] = set()  # acked before publish() returned its mid
         self._stopping = False
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"{settings.dispatch.client_id}-{uuid.uuid4().hex[:6]}",
+        self._client = service_client(
+            cfg,
+            f"{settings.dispatch.client_id}-{uuid.uuid4().hex[:6]}",
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
-        self._client.username_pw_set(cfg.service_username, cfg.service_password.get_secret_value())
         self._client.max_inflight_messages_set(cfg.max_inflight)
         self._client.reconnect_delay_set(1, 30)
         self._client.on_connect = self._on_connect

@@ -38,11 +38,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from core.errors import InvalidMessage
+from core.mqtt import service_client
 from core.settings import Settings
 from core.topics import INBOUND_SUBSCRIPTIONS, INGEST_DLQ
 from ingest._mqtt import BufferedClient
@@ -113,14 +113,7 @@ def end_session(settings: Settings, instance: int = 0, timeout_s: float = 5.0) -
     first. Returns whether the broker accepted the clean connection.
     """
     connected = threading.Event()
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"{settings.ingest.client_id}-{instance}",
-        protocol=mqtt.MQTTv5,
-    )
-    client.username_pw_set(
-        settings.mqtt.service_username, settings.mqtt.service_password.get_secret_value()
-    )
+    client = service_client(settings.mqtt, f"{settings.ingest.client_id}-{instance}")
     client.on_connect = lambda *_args: connected.set()
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 0
@@ -252,14 +245,9 @@ class Bridge:
     # --- MQTT side (paho's thread) -------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        client = BufferedClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
+        client = service_client(
+            self.settings.mqtt, self.client_id, client_class=BufferedClient, manual_ack=True
         )
-        m = self.settings.mqtt
-        client.username_pw_set(m.service_username, m.service_password.get_secret_value())
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -16,6 +16,7 @@ import threading
 import paho.mqtt.client as mqtt
 
 from core import schemas, topics
+from core.mqtt import service_client
 from core.schemas import RequestStatus
 from core.settings import MqttSettings
 
@@ -37,14 +38,8 @@ class StatusPublisher:
         with self._lock:
             if self._client is not None:
                 return
-            client = mqtt.Client(
-                mqtt.CallbackAPIVersion.VERSION2,
-                client_id=self.client_id,
-                protocol=mqtt.MQTTv311,
-                clean_session=True,
-            )
-            client.username_pw_set(
-                self.settings.service_username, self.settings.service_password.get_secret_value()
+            client = service_client(
+                self.settings, self.client_id, protocol=mqtt.MQTTv311, clean_session=True
             )
             client.max_inflight_messages_set(self.settings.max_inflight)
             client.reconnect_delay_set(1, 30)
