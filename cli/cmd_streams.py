@@ -54,6 +54,9 @@ def worker(
         graph = geo.load_city(settings.geo)
         _log.info("streams worker: city %s ready (%d edges)", graph.name, graph.edge_count)
         asyncio.run(_ensure_internal_topics(settings))
+        from streams.agents import engine
+
+        engine()  # the roads and POIs now, before the heap is settled (streams.app)
     _log.info("streams worker: role %s, app id %s", settings.streams.role, app.conf.id)
     import faust
 

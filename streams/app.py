@@ -13,6 +13,8 @@ topics, so the sinks get a group of their own.
 
 from __future__ import annotations
 
+import gc
+import logging
 import warnings
 from typing import Any
 
@@ -76,6 +78,39 @@ def configure(settings: Settings) -> faust.App:
         warnings.simplefilter("ignore", AlreadyConfiguredWarning)
         app.config_from_object(conf)
     return app
+
+
+# Python's cyclic garbage collector, tuned for a worker (see ``settle_heap``): young
+# collections every this many net allocations instead of 700, older ones as often as before
+# relative to them.
+_GC_YOUNG_THRESHOLD = 20_000
+
+
+def settle_heap() -> None:
+    """Keep the garbage collector off the worker's long-lived objects.
+
+    A worker loads the city (road graph, spatial index, POIs) and Faust's own machinery
+    once, then allocates short-lived objects per message. Left alone, the collector keeps
+    traversing the loaded objects: a full collection is a pause of tens of milliseconds in
+    the one thread that handles every message, which is most of the tail of the
+    raw -> incident latency (bench_streams at 1,000 events/s: p99 234-371 ms before, 79-140
+    ms after). Frozen objects (``gc.freeze``) are never traversed again; the larger young
+    threshold makes the remaining collections rarer. Per-message objects are freed by
+    reference counting either way; only cycles wait for a collection.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, older, oldest)
+    logging.getLogger(__name__).info(
+        "heap settled", extra={"frozen_objects": gc.get_freeze_count()}
+    )
+
+
+@app.task
+async def _settle_heap_when_started() -> None:
+    """Once the worker's services are up: everything loaded so far stays for good."""
+    settle_heap()
 
 
 #: The modules each ``streams.role`` discovers (None: the whole package).

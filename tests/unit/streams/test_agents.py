@@ -142,3 +142,21 @@ async def test_the_overlay_writes_each_key_once_with_its_last_writers_partition(
     assert await overlay.flush() == 3
     assert table == {"cell-a": b"2", "cell-c": b"y"}
     assert sorted(table.writes) == [("cell-a", 3), ("cell-b", 5), ("cell-c", 5)]
+
+
+def test_settle_heap_freezes_the_loaded_objects_and_makes_young_collections_rarer(agents) -> None:
+    import gc
+
+    from streams import app as streams_app
+
+    before = gc.get_threshold()
+    try:
+        gc.unfreeze()
+        streams_app.settle_heap()
+        assert gc.get_freeze_count() > 0
+        young, older, oldest = gc.get_threshold()
+        assert young > before[0]
+        assert (older, oldest) == before[1:]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
