@@ -41,10 +41,13 @@ and the rest goes to re-planning parts: a crew, its nearest crews by how close t
 run, their jobs and the unassigned jobs they may do, as a model of its own at the whole
 problem's prices, searched from the current routes for ``_PART_TIME_S``. One move of the
 whole search scans every route (about 13 ms on 500 jobs and 60 crews), so within a few
-seconds it is still descending from its first plan; a part of six crews moves many times
-faster. On the bench's instances (bench_dispatch, travel over pyvroom's) this takes
-500x60 from +18.7 % to +13.6 % at 2 s and from +12.1 % to +7.8 % at 5 s, and 200x30 from
-+4.3 % to +4.0 % at 2 s and from +4.1 % to +3.1 % at 5 s.
+seconds it is still descending from its first plan; a part of eight crews moves many
+times faster, and on 500 jobs nearly every part finds a better plan within 50 ms, so many
+short parts beat fewer longer ones. On the bench's instances (bench_dispatch, travel over
+pyvroom's) parts of six crews for 0.1 s took 500x60 from +18.7 % to +13.6 % at 2 s; eight
+crews for 0.05 s take it to +8.0 % (200x30: +4.0 % to +3.7 %). Parts of four or ten
+crews, 0.03 s or 0.2 s, or parts searched by greedy descent, simulated annealing or tabu
+search, or with more local-search operators did no better.
 
 A previous plan warm-starts the search (``ReadAssignmentFromRoutes`` +
 ``SolveFromAssignmentWithParameters``); if its routes no longer fit the problem the search
@@ -86,8 +89,8 @@ _BASELINE_CHECK_MAX_PAIRS = 1000
 # ``_PART_TIME_S`` each, for the rest (see ``_improve_in_parts``). Below, the whole search
 # does better on its own (bench_dispatch, 50x10).
 _PARTS_MIN_CREWS = 13
-_PART_CREWS = 6
-_PART_TIME_S = 0.1
+_PART_CREWS = 8
+_PART_TIME_S = 0.05
 _WHOLE_SHARE = 0.4
 _FARTHEST_FIRST = (
     LocalCheapestInsertionParameters.SORTING_PROPERTY_HIGHEST_AVG_ARC_COST_TO_VEHICLE_START_ENDS
