@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"matrix: {source.kind}; pyvroom {versions['pyvroom']} threads: {args.threads}, "
         f"exploration level {VROOM_EXPLORATION}; OR-Tools {versions['ortools']} "
-        f"single-threaded; {platform.processor() or platform.machine()}, "
+        f"in {DispatchSettings().search_processes} process(es); "
+        f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs; load average {_load(load_start)}"
     )
     print(
@@ -311,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "matrix": source.kind,
                 "pyvroom_threads": args.threads,
+                "ortools_search_processes": DispatchSettings().search_processes,
                 "pyvroom_exploration_level": VROOM_EXPLORATION,
                 "versions": versions,
                 "cpus": os.cpu_count(),

@@ -119,6 +119,9 @@ class DispatchSettings(BaseModel):
     time_limit_s: float = Field(2.0, gt=0)
     first_solution: str = "LOCAL_CHEAPEST_INSERTION"
     metaheuristic: str = "GUIDED_LOCAL_SEARCH"
+    # Processes one solve may keep busy: 2 lets a helper process re-plan parts of a large
+    # problem alongside the solving one (dispatch.solver); 1 keeps a solve in its process.
+    search_processes: int = Field(2, ge=1, le=2)
     debounce_s: float = Field(1.0, ge=0)
     replan_interval_s: float = Field(60.0, gt=0)
     reshuffle_penalty_s: int = Field(600, ge=0)

@@ -68,6 +68,9 @@ class SolverSettings(Protocol):
     @property
     def drop_penalty_base_s(self) -> int: ...  # noqa: D102
 
+    @property
+    def search_processes(self) -> int: ...  # noqa: D102
+
 
 def _materials(value: Mapping[str, int]) -> dict[str, int]:
     out: dict[str, int] = {}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ProcessPoolExecutor
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatch import _schedule
+from dispatch import _schedule, solver
 from dispatch.baseline import greedy
 from dispatch.model import Crew, Job, Plan, Problem, TimeWindow, Unassigned, UnassignedKind
 from dispatch.solver import _PARTS_MIN_CREWS, _improve_in_parts, solve
@@ -136,9 +138,18 @@ def test_solver_with_parts_never_breaks_a_hard_rule(problem):
     check_hard_rules(problem, solve(problem, fast_settings(time_limit_s=0.4)))
 
 
+@pytest.fixture(scope="module")
+def helper():
+    """The solver's helper process, started once for the module."""
+    pool = solver._helper()
+    pool.submit(solver._helper_ready).result(timeout=60)
+    return pool
+
+
+@pytest.mark.parametrize("with_helper", [False, True], ids=["alone", "with-helper"])
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(PARTED)
-def test_re_planning_parts_never_makes_the_plan_worse(problem):
+@given(problem=PARTED)
+def test_re_planning_parts_never_makes_the_plan_worse(problem, with_helper, request):
     s = fast_settings()
     elig = _schedule.eligibility(problem)
     start = greedy(problem, s)
@@ -157,7 +168,30 @@ def test_re_planning_parts_never_makes_the_plan_worse(problem):
         return _schedule.objective(problem, scheduled, left, s)
 
     before = cost(routes)
-    after = cost(
-        _improve_in_parts(problem, elig, s, [list(r) for r in routes], time.monotonic() + 0.35)
+    pool = request.getfixturevalue("helper") if with_helper else None
+    improved = _improve_in_parts(
+        problem, elig, s, [list(r) for r in routes], time.monotonic() + 0.35, pool
     )
-    assert after <= before
+    assert after_is_valid(problem, elig, improved)
+    assert cost(improved) <= before
+
+
+def after_is_valid(problem, elig, job_routes) -> bool:
+    """Every job is on at most one route, and only on a crew allowed to do it."""
+    placed = [j for ids in job_routes for j in ids]
+    return len(placed) == len(set(placed)) and all(
+        v in elig.allowed[j] for v, ids in enumerate(job_routes) for j in ids
+    )
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=PARTED)
+def test_a_failed_helper_costs_only_its_part(problem):
+    """A helper pool that is shut down: the parts go on in this process."""
+    s = fast_settings()
+    elig = _schedule.eligibility(problem)
+    routes = [[st.job_id for st in r.stops if not st.pinned] for r in greedy(problem, s).routes]
+    dead = ProcessPoolExecutor(max_workers=1)
+    dead.shutdown()
+    improved = _improve_in_parts(problem, elig, s, routes, time.monotonic() + 0.2, dead)
+    assert after_is_valid(problem, elig, improved)
