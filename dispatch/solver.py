@@ -52,8 +52,7 @@ search, or with more local-search operators did no better.
 With ``search_processes = 2`` a helper process (spawned once, kept for later solves)
 re-plans one part while this process re-plans others; the two never share a crew or an
 unassigned job, so both gains add up. 500x60 at 2 s: +8.1 % -> +3.6 to +6.5 %; 200x30:
-+3.7 % -> +3.4 %. OR-Tools holds
-the GIL while it searches, so a thread would not do.
++3.7 % -> +3.4 %. OR-Tools holds the GIL while it searches, so a thread would not do.
 
 A previous plan warm-starts the search (``ReadAssignmentFromRoutes`` +
 ``SolveFromAssignmentWithParameters``); if its routes no longer fit the problem the search
