@@ -59,6 +59,8 @@ __all__ = ["Dispatcher", "run"]
 log = logging.getLogger(__name__)
 
 _LIVE_TOPICS = (topics.INCIDENTS, topics.CREW_EVENTS, topics.COMMANDS)
+# The header a stream worker puts on its incident records: the Faust app id that wrote them.
+_APP_HEADER = "cityfix-app"
 _POLL_MS = 500
 _MQTT_FLUSH_S = 5.0
 
@@ -141,11 +143,22 @@ class _Publisher:
         self._client.loop_stop()
 
 
-def _decode(record: ConsumerRecord[bytes, bytes], state: world.World) -> str | None:
-    """Apply one record to ``state``; the re-plan reason, if any. Bad input is skipped."""
+def _decode(
+    record: ConsumerRecord[bytes, bytes], state: world.World, streams_app: str | None = None
+) -> str | None:
+    """Apply one record to ``state``; the re-plan reason, if any. Bad input is skipped.
+
+    An incident record written by another deployment's stream worker (its ``cityfix-app``
+    header names another app than ``streams_app``) is not this city's work: a benchmark or
+    a test sharing the Kafka would otherwise fill the plan. Records without the header
+    (published by hand, by an older worker) are taken.
+    """
     topic, value = record.topic, record.value
     try:
         if topic == topics.INCIDENTS:
+            writer = dict(record.headers or ()).get(_APP_HEADER)
+            if streams_app is not None and writer is not None and writer != streams_app.encode():
+                return None
             if value is None:
                 key = record.key.decode() if record.key else ""
                 return state.remove_incident(key)
@@ -327,7 +340,7 @@ class Dispatcher:
         n_events = await self._read_to_end(
             self._consumer,
             await self._partitions(_LIVE_TOPICS),
-            lambda r: _decode(r, self.world),
+            lambda r: _decode(r, self.world, self.settings.streams.app_id),
         )
         log.info(
             "world rebuilt",
@@ -347,7 +360,7 @@ class Dispatcher:
             batch = await self._consumer.getmany(timeout_ms=_POLL_MS)
             for records in batch.values():
                 for record in records:
-                    reason = _decode(record, self.world)
+                    reason = _decode(record, self.world, self.settings.streams.app_id)
                     if reason is not None:
                         self._request(reason)
 

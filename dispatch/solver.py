@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import random
 import time
@@ -429,6 +430,9 @@ def _helper() -> ProcessPoolExecutor:
             max_workers=1, mp_context=multiprocessing.get_context("spawn")
         )
         _helpers.submit(_helper_ready)
+        # A process ending (a dispatcher's solve worker among them) joins its children
+        # before the pool's own exit hook would stop the helper: stop it first.
+        multiprocessing.util.Finalize(_helpers, _helpers.shutdown, exitpriority=100)
     return _helpers
 
 

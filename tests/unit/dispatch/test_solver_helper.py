@@ -1,0 +1,35 @@
+"""The helper process of a parted solve, inside a worker process as the dispatcher runs it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+
+from core.settings import DispatchSettings
+from dispatch.model import Crew, Job, Problem, TimeWindow
+from dispatch.solver import _PARTS_MIN_CREWS, solve
+from tests.unit.dispatch.factories import matrix
+
+
+def parted_problem() -> Problem:
+    crews = _PARTS_MIN_CREWS + 1
+    points = [(100.0 * i, 50.0 * (i % 3)) for i in range(20 + crews)]
+    jobs = [Job(f"j{i}", location=i, service_s=60) for i in range(20)]
+    team = [Crew(f"c{k}", start=20 + k, shift=TimeWindow(0, 8 * 3600)) for k in range(crews)]
+    return Problem(jobs=tuple(jobs), crews=tuple(team), durations=matrix(points))
+
+
+def solve_in_worker() -> int:
+    plan = solve(parted_problem(), DispatchSettings(time_limit_s=0.6, search_processes=2))
+    return sum(len(r.stops) for r in plan.routes)
+
+
+def test_a_worker_that_used_the_helper_still_shuts_down() -> None:
+    """A process ending joins its children: the helper must be stopped before that."""
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    assert pool.submit(solve_in_worker).result(timeout=120) == 20
+    done = threading.Thread(target=pool.shutdown, kwargs={"wait": True}, daemon=True)
+    done.start()
+    done.join(timeout=60)
+    assert not done.is_alive(), "the solve worker hangs on exit (helper still running)"
