@@ -260,6 +260,12 @@ class Engine:
                         out.routes.append(
                             (cell, {"t": "index", "op": "put", "entry": mine.to_dict()})
                         )
+                elif (inc := self._load(inc_id)) is not None and lifecycle.is_active(inc):
+                    # The cell's entries came back older than the incident: a restart
+                    # replays the changelog from the last offset it had confirmed over a
+                    # local store that was ahead. Without its entry the incident would
+                    # take no more reports; put it back as its opening put it.
+                    self._index_put(key, dedup.entry_for(inc_id, obs), family, out)
             self._send_join(key, inc_id, obs, out)
             return
         entries = self._entries(key)
@@ -276,6 +282,13 @@ class Engine:
             return
         inc_id = dedup.incident_id_for(key, obs.evidence_id)
         self.seen[obs.evidence_id] = inc_id
+        if self._load(inc_id) is not None:
+            # This observation opened the incident before a crash, and the tables came back
+            # from changelog topics that were only partly written (its ``seen`` record and
+            # index entry lost, the incident kept, perhaps merged since): join it rather
+            # than open it again over its later state.
+            self._send_join(key, inc_id, obs, out)
+            return
         self._open(key, inc_id, obs, out)
 
     def _on_join(self, key: str, msg: Msg, out: Outputs) -> None:

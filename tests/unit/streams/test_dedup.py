@@ -208,3 +208,19 @@ def test_both_cells_of_a_border_race_pick_the_same_survivor():
     kept_here, _ = dedup.survivor(a.seen_at(50.0), b)
     kept_there, _ = dedup.survivor(b.seen_at(10.0), a)
     assert kept_here.incident_id == kept_there.incident_id == "water.1.1.a"
+
+
+def test_a_replayed_first_report_puts_back_a_lost_index_entry(ags, inline, sites):
+    """After a crash a cell's entries can come back older than its incidents (the changelog
+    replayed over a store that was ahead). The replay of the report that opened an
+    incident restores its entry, so the next report of the fault still joins it."""
+    edge, mid = sites[1]
+    first = report_raw(*point_along(ags, edge, mid))
+    inline.feed([first])
+    inline.engine.cells.clear()
+
+    inline.feed([first])
+    inline.feed([report_raw(*point_along(ags, edge, mid + 2))])
+
+    [incident] = inline.active()
+    assert len(incident.evidence) == 2

@@ -199,3 +199,27 @@ def test_reprioritise_and_close_commands(ags, inline, sites):
     assert inline.incidents[inc.incident_id].manual_priority == Priority.P1
     _command(inline, kind="close", incident_id=inc.incident_id)
     assert inline.incidents[inc.incident_id].status == S.CLOSED
+
+
+def test_a_replayed_first_report_does_not_reopen_its_merged_incident(ags, inline, sites):
+    """After a crash the tables can come back partly: the incident merged, the ``seen``
+    record and index entry of the report that opened it lost. Its replay must not open
+    the incident again over the merge."""
+    (ea, ma), (eb, mb) = sites[7], sites[8]
+    inline.feed([report_raw(*point_along(ags, ea, ma), at=later(0))])
+    first = report_raw(*point_along(ags, eb, mb), at=later(1))
+    inline.feed([first])
+    [dup] = [i for i in inline.active() if i.evidence[0].id in first[1].decode()]
+    [target] = [i for i in inline.active() if i.incident_id != dup.incident_id]
+    _command(
+        inline, kind="mark_duplicate", incident_id=dup.incident_id, duplicate_of=target.incident_id
+    )
+    engine = inline.engine
+    del engine.seen[dup.evidence[0].id]
+    engine.cells.clear()
+
+    inline.feed([first])
+
+    assert inline.incidents[dup.incident_id].status == S.DUPLICATE
+    assert inline.incidents[dup.incident_id].merged_into == target.incident_id
+    assert {e.id for e in inline.incidents[target.incident_id].evidence} >= {dup.evidence[0].id}
