@@ -26,7 +26,10 @@ a type ``t``:
 Idempotency: ``seen`` maps every evidence id to its incident; a redelivered observation
 only re-sends its ``join``, and a ``join`` whose evidence the incident already has changes
 nothing. Incident ids are derived from the first evidence, so a replay after a crash
-re-creates the same incident instead of a second one.
+re-creates the same incident instead of a second one. A restart can also bring some table
+keys back older than others (the changelog is replayed over a local store that was ahead
+of it); the replay of the observation that opened an incident puts back its lost index
+entry and never opens the incident again over a later state.
 """
 
 from __future__ import annotations
