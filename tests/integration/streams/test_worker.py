@@ -13,7 +13,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,6 +188,11 @@ class IncidentTap:
             self.poll(1.0)
             if done(self):
                 return
+        counts = Counter(len(v["evidence"]) for v in self.standing().values())
+        raise AssertionError(
+            f"not done within {timeout_s} s: {len(self.standing())} standing incidents "
+            f"(by pieces of evidence: {dict(counts)}), {len(self.latest)} in all"
+        )
 
 
 @pytest.fixture
