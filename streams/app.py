@@ -95,9 +95,10 @@ def settle_heap() -> None:
     traversing the loaded objects: a full collection is a pause of tens of milliseconds in
     the one thread that handles every message, which is most of the tail of the
     raw -> incident latency (bench_streams at 1,000 events/s: p99 234-371 ms over four
-    runs before, 79-194 ms over nine runs after). Frozen objects (``gc.freeze``) are never traversed again; the larger
-    thresholds make the remaining collections rarer. Per-message objects are freed by
-    reference counting either way; only cycles wait for a collection.
+    runs before, 79-194 ms over nine runs after). Frozen objects (``gc.freeze``) are never
+    traversed again; the larger thresholds make the remaining collections rarer.
+    Per-message objects are freed by reference counting either way; only cycles wait for
+    a collection.
     """
     gc.collect()
     gc.freeze()

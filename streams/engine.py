@@ -29,7 +29,8 @@ nothing. Incident ids are derived from the first evidence, so a replay after a c
 re-creates the same incident instead of a second one. A restart can also bring some table
 keys back older than others (the changelog is replayed over a local store that was ahead
 of it); the replay of the observation that opened an incident puts back its lost index
-entry and never opens the incident again over a later state.
+entry and never opens the incident again over a later state, and a cell checks every
+index put for an overlap, so a border merge lost with the crash is made again.
 """
 
 from __future__ import annotations
@@ -322,24 +323,25 @@ class Engine:
             return
         entry = Entry.from_dict(msg["entry"])
         family = BY_NAME[entry.family]
-        if not any(e.incident_id == entry.incident_id for e in entries):
-            for other in entries:
-                if dedup.overlaps(entry, other, family, self.roads.distance_m):
-                    kept, merged = dedup.survivor(entry, other)
-                    _log.info(
-                        "border race: %s merges into %s", merged.incident_id, kept.incident_id
-                    )
-                    self._route(
-                        key,
-                        dedup.cell_of_incident(merged.incident_id),
-                        {
-                            "t": "merge",
-                            "loser": merged.incident_id,
-                            "winner": kept.incident_id,
-                            "reason": "same fault seen across a cell border",
-                        },
-                        out,
-                    )
+        # Checked on every put, not only the first: a replay after a crash can re-send a
+        # put this cell already holds while the merge it caused was lost with the crash.
+        for other in entries:
+            if dedup.overlaps(entry, other, family, self.roads.distance_m):
+                kept, merged = dedup.survivor(entry, other)
+                _log.info(
+                    "border race: %s merges into %s", merged.incident_id, kept.incident_id
+                )
+                self._route(
+                    key,
+                    dedup.cell_of_incident(merged.incident_id),
+                    {
+                        "t": "merge",
+                        "loser": merged.incident_id,
+                        "winner": kept.incident_id,
+                        "reason": "same fault seen across a cell border",
+                    },
+                    out,
+                )
         self._save_entries(key, dedup.upsert(entries, entry), family)
 
     def _on_merge(self, key: str, msg: Msg, out: Outputs) -> None:

@@ -224,3 +224,30 @@ def test_a_replayed_first_report_puts_back_a_lost_index_entry(ags, inline, sites
 
     [incident] = inline.active()
     assert len(incident.evidence) == 2
+
+
+def test_a_border_merge_lost_in_a_crash_is_made_again_on_replay(inline, border: Border):
+    """A crash can roll the loser of a border race and both cells back to just before the
+    merge (each cell holding both entries) while the survivor keeps what it absorbed.
+    Replaying the loser's first report re-sends an index put the other cell already
+    holds; that put must still find the overlap and merge again."""
+    raws = [report_raw(*border.a, at=later(0)), report_raw(*border.b, at=later(1))]
+    engine = inline.engine
+    merges: list[dict] = []
+    engine._on_merge = lambda key, msg, out: merges.append(msg)  # hold the merge back
+    inline.feed(raws)
+    assert merges, "no border race to replay"
+    cells, incidents, loser = dict(engine.cells), dict(engine.incidents), merges[0]["loser"]
+    del engine._on_merge
+    for msg in merges:
+        inline.send(dedup.cell_of_incident(msg["loser"]), msg)
+    assert inline.incidents[loser].status == IncidentStatus.DUPLICATE
+
+    engine.cells.clear()
+    engine.cells.update(cells)
+    engine.incidents[loser] = incidents[loser]
+    opener = next(r for r in raws if inline.incidents[loser].evidence[0].id in r[1].decode())
+    inline.feed([opener])
+
+    assert inline.incidents[loser].status == IncidentStatus.DUPLICATE
+    assert len(inline.active()) == 1
