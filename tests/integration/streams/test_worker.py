@@ -130,6 +130,7 @@ class IncidentTap:
     def __init__(self, settings: Settings, wanted: set[str], app_id: str) -> None:
         self.settings, self.wanted, self.app_id = settings, wanted, app_id.encode()
         self.latest: dict[str, dict] = {}
+        self.dump_to: Path | None = None
         self.tps = [TopicPartition(topics.INCIDENTS, p) for p in range(6)]
         self.pos = asyncio.run(self._ends())
 
@@ -188,6 +189,8 @@ class IncidentTap:
             self.poll(1.0)
             if done(self):
                 return
+        if self.dump_to is not None:  # what the tap saw, for the post-mortem
+            self.dump_to.write_text(json.dumps(self.latest))
         counts = Counter(len(v["evidence"]) for v in self.standing().values())
         raise AssertionError(
             f"not done within {timeout_s} s: {len(self.standing())} standing incidents "
@@ -270,6 +273,7 @@ def test_thousand_reports_of_hundred_faults_survive_a_sigkilled_worker(
 
     asyncio.run(_fast_forward(settings, app_id))
     tap = IncidentTap(settings, set(fault_of), app_id)
+    tap.dump_to = tmp_path / "incidents.json"
     env = {
         **os.environ,
         "CITYFIX_GEO__CITY": "aguascalientes",
