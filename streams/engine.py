@@ -361,6 +361,7 @@ class Engine:
         have = {e.id for e in inc.evidence}
         evidence = [Evidence.model_validate(e) for e in msg["evidence"] if e["id"] not in have]
         if not evidence:
+            out.incidents.append(inc)  # a replay: as in _duplicate
             return
         now = self.clock.now()
         new = self._add_evidence(inc, evidence)
@@ -646,8 +647,14 @@ class Engine:
             return
         new = lifecycle.on_duplicate(inc, winner_id, at, reason)
         if new is inc:
-            return
-        self._commit(key, inc, new, out)
+            # Already done: the other cell of a border race, or a replay after a crash that
+            # may have lost the records and messages of the first time. Publish the state
+            # and send the evidence again (both idempotent).
+            out.incidents.append(inc)
+            if inc.merged_into != winner_id:
+                return
+        else:
+            self._commit(key, inc, new, out)
         evidence = [e.model_dump(mode="json") for e in inc.evidence]
         self._route(
             key,

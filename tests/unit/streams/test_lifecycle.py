@@ -223,3 +223,25 @@ def test_a_replayed_first_report_does_not_reopen_its_merged_incident(ags, inline
     assert inline.incidents[dup.incident_id].status == S.DUPLICATE
     assert inline.incidents[dup.incident_id].merged_into == target.incident_id
     assert {e.id for e in inline.incidents[target.incident_id].evidence} >= {dup.evidence[0].id}
+
+
+def test_a_replayed_merge_publishes_both_incidents_again(ags, inline, sites):
+    """The records of a merge can be lost in a crash after the tables kept it: replaying
+    the merge must publish the duplicate and the survivor again, unchanged."""
+    (ea, ma), (eb, mb) = sites[7], sites[8]
+    inline.feed([report_raw(*point_along(ags, ea, ma), at=later(0))])
+    inline.feed([report_raw(*point_along(ags, eb, mb), at=later(1))])
+    target, dup = inline.active()
+    _command(
+        inline, kind="mark_duplicate", incident_id=dup.incident_id, duplicate_of=target.incident_id
+    )
+    merged = dict(inline.incidents)
+    inline.published.clear()
+
+    _command(
+        inline, kind="mark_duplicate", incident_id=dup.incident_id, duplicate_of=target.incident_id
+    )
+
+    again = {i.incident_id: i for i in inline.published}
+    assert again[dup.incident_id] == merged[dup.incident_id]
+    assert again[target.incident_id] == merged[target.incident_id]
