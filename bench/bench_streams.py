@@ -190,7 +190,7 @@ class Watch:
             batch = await self.c.getmany(timeout_ms=50, max_records=5000)
             for records in batch.values():
                 for r in records:
-                    if dict(r.headers or ()).get("cityfix-app") != APP_ID.encode():
+                    if dict(r.headers or ()).get(topics.APP_HEADER) != APP_ID.encode():
                         continue  # another worker on this Kafka
                     for e in json.loads(r.value)["evidence"]:
                         self.first_seen.setdefault(e["id"], r.timestamp)

@@ -23,6 +23,9 @@ INCIDENTS = "incidents"
 ASSIGNMENTS = "assignments"
 DISPATCH_RUNS = "dispatch.runs"
 COMMANDS = "commands"
+# The Kafka header a stream worker puts on each incident record: the Faust app id that
+# wrote it, so readers sharing one Kafka (a demo, a test, a benchmark) can tell them apart.
+APP_HEADER = "cityfix-app"
 
 _WEEK_MS = 7 * 24 * 3600 * 1000
 

@@ -59,8 +59,6 @@ __all__ = ["Dispatcher", "run"]
 log = logging.getLogger(__name__)
 
 _LIVE_TOPICS = (topics.INCIDENTS, topics.CREW_EVENTS, topics.COMMANDS)
-# The header a stream worker puts on its incident records: the Faust app id that wrote them.
-_APP_HEADER = "cityfix-app"
 _POLL_MS = 500
 _MQTT_FLUSH_S = 5.0
 
@@ -156,7 +154,7 @@ def _decode(
     topic, value = record.topic, record.value
     try:
         if topic == topics.INCIDENTS:
-            writer = dict(record.headers or ()).get(_APP_HEADER)
+            writer = dict(record.headers or ()).get(topics.APP_HEADER)
             if streams_app is not None and writer is not None and writer != streams_app.encode():
                 return None
             if value is None:

@@ -242,7 +242,7 @@ class Sink:
             topics.INCIDENTS,
             inc.incident_id.encode(),
             encoded if encoded is not None else schemas.dumps(inc),
-            [("cityfix-app", app.conf.id.encode())],
+            [(topics.APP_HEADER, app.conf.id.encode())],
         )
 
     async def route(self, key: str, msg: Msg) -> None:

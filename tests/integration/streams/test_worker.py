@@ -169,7 +169,7 @@ class IncidentTap:
                         # only this run's worker: other workers on this Kafka may see
                         # the same reports (through another bridge) and keep state of
                         # earlier runs at the same places
-                        if dict(r.headers or ()).get("cityfix-app") != self.app_id:
+                        if dict(r.headers or ()).get(topics.APP_HEADER) != self.app_id:
                             continue
                         doc = json.loads(r.value)
                         if any(e["id"] in self.wanted for e in doc["evidence"]):

@@ -29,9 +29,9 @@ def record(incident_id: str, headers: tuple[tuple[str, bytes], ...]) -> Consumer
 
 def test_incidents_of_another_deployment_stay_out_of_the_world() -> None:
     state = world.World()
-    ours = record("ours-1", (("cityfix-app", b"cityfix-streams"),))
+    ours = record("ours-1", ((topics.APP_HEADER, b"cityfix-streams"),))
     by_hand = record("by-hand-1", ())
-    theirs = record("bench-1", (("cityfix-app", b"cityfix-bench-streams"),))
+    theirs = record("bench-1", ((topics.APP_HEADER, b"cityfix-bench-streams"),))
 
     for r in (ours, by_hand, theirs):
         _decode(r, state, "cityfix-streams")
