@@ -13,7 +13,8 @@ from dispatch import _schedule, solver
 from dispatch.baseline import greedy
 from dispatch.model import Crew, Job, Plan, Problem, TimeWindow, Unassigned, UnassignedKind
 from dispatch.solver import _PARTS_MIN_CREWS, _improve_in_parts, solve
-from tests.unit.dispatch.factories import fast_settings, matrix
+from tests.unit.dispatch.factories import DAY, fast_settings, matrix
+from tests.unit.dispatch.factories import problem as make_problem
 
 SKILLS = ["asphalt", "electric", "water"]
 
@@ -152,28 +153,47 @@ def helper():
 def test_re_planning_parts_never_makes_the_plan_worse(problem, with_helper, request):
     s = fast_settings()
     elig = _schedule.eligibility(problem)
-    start = greedy(problem, s)
-    routes = [[st.job_id for st in r.stops if not st.pinned] for r in start.routes]
-
-    def cost(job_routes: list[list[str]]) -> int:
-        scheduled = [
-            _schedule.schedule(problem, crew, ids, org)
-            for crew, ids, org in zip(problem.crews, job_routes, elig.origins, strict=True)
-        ]
-        assert all(r is not None for r in scheduled), "a part broke a hard rule"
-        done = {st.job_id for r in scheduled for st in r.stops}
-        left = [
-            Unassigned(j.id, UnassignedKind.DROPPED, "") for j in problem.jobs if j.id not in done
-        ]
-        return _schedule.objective(problem, scheduled, left, s)
-
-    before = cost(routes)
+    routes = greedy_routes(problem, s)
+    before = cost(problem, elig, routes, s)
     pool = request.getfixturevalue("helper") if with_helper else None
     improved = _improve_in_parts(
         problem, elig, s, [list(r) for r in routes], time.monotonic() + 0.35, pool
     )
     assert after_is_valid(problem, elig, improved)
-    assert cost(improved) <= before
+    assert cost(problem, elig, improved, s) <= before
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=PARTED, ruin_seed=st.integers(0, 10_000))
+def test_a_ruined_part_comes_back_only_if_it_costs_less(problem, ruin_seed):
+    """Jobs taken out and a search too short to put them all back: never a worse plan."""
+    s = fast_settings()
+    elig = _schedule.eligibility(problem)
+    routes = greedy_routes(problem, s)
+    crews = list(range(len(problem.crews)))
+    after = solver._solve_part(
+        problem, elig, s, crews, list(elig.allowed), routes, 0.001, ruin_seed
+    )
+    if after is not None:
+        assert after_is_valid(problem, elig, after)
+        assert cost(problem, elig, after, s) < cost(problem, elig, routes, s)
+
+
+def greedy_routes(problem: Problem, s) -> list[list[str]]:
+    """The greedy baseline's unpinned job ids per crew: a plan to start parts from."""
+    return [[st.job_id for st in r.stops if not st.pinned] for r in greedy(problem, s).routes]
+
+
+def cost(problem: Problem, elig, job_routes: list[list[str]], s) -> int:
+    """The objective of a plan given as job ids per crew (hard rules checked on the way)."""
+    scheduled = [
+        _schedule.schedule(problem, crew, ids, org)
+        for crew, ids, org in zip(problem.crews, job_routes, elig.origins, strict=True)
+    ]
+    assert all(r is not None for r in scheduled), "a part broke a hard rule"
+    done = {st.job_id for r in scheduled for st in r.stops}
+    left = [Unassigned(j.id, UnassignedKind.DROPPED, "") for j in problem.jobs if j.id not in done]
+    return _schedule.objective(problem, scheduled, left, s)
 
 
 def after_is_valid(problem, elig, job_routes) -> bool:
@@ -190,8 +210,27 @@ def test_a_failed_helper_costs_only_its_part(problem):
     """A helper pool that is shut down: the parts go on in this process."""
     s = fast_settings()
     elig = _schedule.eligibility(problem)
-    routes = [[st.job_id for st in r.stops if not st.pinned] for r in greedy(problem, s).routes]
+    routes = greedy_routes(problem, s)
     dead = ProcessPoolExecutor(max_workers=1)
     dead.shutdown()
     improved = _improve_in_parts(problem, elig, s, routes, time.monotonic() + 0.2, dead)
     assert after_is_valid(problem, elig, improved)
+
+
+@pytest.mark.parametrize("ruin_seed", range(5))
+def test_a_ruined_part_can_beat_the_plan_it_started_from(ruin_seed):
+    """Ten jobs on a line, two crews zigzagging over them: rebuilt around any job, it is better."""
+    points = [(100.0 * i, 0.0) for i in range(10)] + [(0.0, 0.0), (1000.0, 0.0)]
+    jobs = [Job(f"j{i}", location=i, service_s=60) for i in range(10)]
+    crews = [Crew("west", 10, DAY), Crew("east", 11, DAY)]
+    zigzag = [f"j{i}" for pair in zip(range(10), range(9, 4, -1)) for i in pair]
+    problem = make_problem(points, jobs, crews)
+    s = fast_settings()
+    elig = _schedule.eligibility(problem)
+    before = [zigzag[:5], zigzag[5:]]
+    after = solver._solve_part(
+        problem, elig, s, [0, 1], list(elig.allowed), before, 0.05, ruin_seed
+    )
+    assert after is not None
+    assert after_is_valid(problem, elig, after)
+    assert cost(problem, elig, after, s) < cost(problem, elig, before, s)
