@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pickle
 import random
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
 from core.errors import ConfigError
+from dispatch import _schedule, solver
 from dispatch.model import Crew, Job, TimeWindow, UnassignedKind, jobs_moved
 from dispatch.solver import solve
 from tests.unit.dispatch.factories import DAY, brute_force, fast_settings, problem
@@ -191,3 +193,19 @@ def test_no_crews_at_all_leaves_every_job_out_with_a_reason():
     plan = solve(problem([(0, 0)], [Job("a", 0)], []), fast_settings())
     assert plan.routes == ()
     assert [(u.job_id, u.reason) for u in plan.unassigned] == [("a", "no crew shift covers it")]
+
+
+def test_the_first_plan_may_overrun_the_search_share():
+    """A first-solution heuristic cut short leaves jobs out; it gets until ``first_by``."""
+    rng = random.Random(3)
+    points = [(rng.uniform(0, 3000), rng.uniform(0, 3000)) for _ in range(440)]
+    starts = [rng.randrange(0, 20_000) for _ in range(400)]
+    jobs = [Job(f"j{i}", i, 60, windows=(TimeWindow(t, t + 7200),)) for i, t in enumerate(starts)]
+    crews = [Crew(f"c{v}", 400 + v, DAY) for v in range(40)]
+    p = problem(points, jobs, crews)
+    settings = fast_settings()
+    model = solver._Model(p, _schedule.eligibility(p), settings)
+    now = time.monotonic()
+    solution, warm = solver._search(model, settings, None, now + 0.01, first_by=now + 60)
+    assert not warm
+    assert sum(len(ids) for ids in model.routes_of(solution)) == len(jobs)
