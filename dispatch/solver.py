@@ -14,6 +14,9 @@ the solver ever seeing it (the stop is prepended to the route afterwards). An op
   an open end pays it even when it stays idle, so the objective only shifts by a constant;
   with free arcs into open ends the search settles markedly worse (bench_dispatch, 200x30
   at 2 s: +7.4 % over pyvroom's travel on average over four instances, +4.7 % with it).
+  A crew with a closed end away from where its free time begins pays the leg to its end
+  even when idle (``SetVehicleUsedWhenEmpty``), as ``_schedule`` counts it: otherwise
+  taking the last job off a crew out in the field looked like saving its way home.
 * **Time** is a dimension whose transit is service at the origin plus travel; a job's
   windows bound its cumul (gaps removed), a crew's start cumul starts at its shift start
   (or pinned-job end) and every cumul is capped by its shift end: shift ends are hard.
@@ -248,8 +251,10 @@ class _Model:
 
         cost_cb = routing.RegisterTransitMatrix(cost.tolist())
         routing.SetArcCostEvaluatorOfAllVehicles(cost_cb)
-        for v, crew in enumerate(crews):
-            if crew.end is None:
+        # An idle crew still travels from where it is to its end (``_schedule`` counts that
+        # leg too): without this a route emptied in the field would look free to the search.
+        for v, (crew, o) in enumerate(zip(crews, origins, strict=True)):
+            if crew.end is None or crew.end != o.location:
                 routing.SetVehicleUsedWhenEmpty(True, v)
 
         time_cb = routing.RegisterTransitMatrix(time_m.tolist())

@@ -129,6 +129,18 @@ def test_shift_end_is_never_exceeded():
     )  # 1000 there, 500 work, 1000 back; a second job breaks the shift
 
 
+def test_an_idle_crew_in_the_field_still_drives_to_its_end():
+    # Crew "home" is out at 1000 and ends at the depot (0); the job lies on its way back,
+    # so it costs that crew nothing extra. Crew "near" sits 10 s from the job.
+    points = [(0, 0), (500, 0), (1000, 0), (510, 0)]
+    jobs = [Job("j", 1, priority=50)]
+    crews = [Crew("home", 2, DAY, end=0), Crew("near", 3, DAY)]
+    p = problem(points, jobs, crews)
+    plan = solve(p, fast_settings())
+    assert plan.crew_of("j") == "home"
+    assert plan.objective == brute_force(p, fast_settings())
+
+
 def _en_route(b_distance: int, a_distance: int = 300):
     # Crew A drives to J (a_distance away); crew B is idle b_distance away from J.
     points = [(0, 0), (a_distance, 0), (0, b_distance)]
