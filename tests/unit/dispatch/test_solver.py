@@ -6,6 +6,7 @@ import pickle
 import random
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 
 import pytest
 
@@ -48,13 +49,19 @@ def _random_tiny(seed: int):
             skills=frozenset(rng.sample(skills, rng.randint(1, 2))),
             capacity={"asphalt": rng.randint(1, 4)},
             heading_to=rng.choice([None, f"j{rng.randrange(n_jobs)}"]) if v == 0 else None,
+            # Open, back where it starts, or somewhere else (a depot across town).
+            end=rng.choice([None, n_jobs + v, rng.randrange(n_jobs + n_crews)]),
+            # The last crew may be at work on the last job (no skills: any crew may do it).
+            pinned_job=f"j{n_jobs - 1}" if v == 1 and rng.random() < 0.5 else None,
         )
         for v in range(n_crews)
     ]
+    if crews[-1].pinned_job:
+        jobs[-1] = replace(jobs[-1], skills=frozenset(), materials={}, windows=())
     return problem(points, jobs, crews)
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(16))
 def test_finds_the_brute_force_optimum_on_tiny_instances(seed):
     settings = fast_settings(time_limit_s=0.4)
     p = _random_tiny(seed)
