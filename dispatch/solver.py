@@ -66,12 +66,12 @@ lets its search put them back, and keeps the result only if the part then costs 
 than before. Measured on the bench's instances, travel over pyvroom's, before -> after:
 200x30 at 5 s +4.3 % -> +1.8 %, at 8 s +4.2 % -> +1.3 %; 500x60 at 5 s +6.9 % -> +5.2 to
 +6.0 %. Ruining from the first part on is much worse (500x60 at 2 s: +20 %): a part that
-is still descending cannot beat its own plan from a ruined start within its time. Ruining
-once every crew has *seeded* a part (a round of one part per crew, each taking eight)
-starts late: on 500x60 at 2 s that round is not over when time runs out. Counting the
-crews parts have taken instead, on 200x30 (two instances) and 500x60 at 2 s the mean went
-from +5.4 % to +4.8 % over nine paired runs (eight of nine better), at 5 s from +1.6 % to
-+0.6 % over three.
+is still descending cannot beat its own plan from a ruined start within its time. Waiting
+instead until every crew has *seeded* a part (one part per crew, each part taking eight
+crews) starts too late: on 500x60 at 2 s that round is not over when time runs out.
+Counting the crews parts have taken, on 200x30 (two instances) and 500x60 the mean over
+pyvroom's travel went from +5.4 % to +4.8 % at 2 s over nine paired runs (eight of nine
+better), and from +1.6 % to +0.6 % at 5 s over three.
 
 With ``search_processes = 2`` a helper process (spawned once, kept for later solves)
 re-plans one part while this process re-plans others; the two never share a crew or an

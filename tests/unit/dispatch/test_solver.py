@@ -136,6 +136,24 @@ def test_shift_end_is_never_exceeded():
     )  # 1000 there, 500 work, 1000 back; a second job breaks the shift
 
 
+def test_parts_ruin_once_every_crew_has_been_in_one():
+    rng = random.Random(3)
+    n = 20
+    points = [(rng.uniform(0, 5000), rng.uniform(0, 5000)) for _ in range(2 * n)]
+    jobs = [Job(f"j{i}", i, priority=10) for i in range(n)]
+    crews = [Crew(f"c{v}", n + v, DAY) for v in range(n)]
+    p = problem(points, jobs, crews)
+    parts = solver._Parts(p, _schedule.eligibility(p), [[f"j{v}"] for v in range(n)])
+    plain: list[list[int]] = []
+    while (taken := parts.take()) is not None and taken[3] is None:
+        plain.append(taken[0])
+    assert taken is not None
+    assert {v for group in plain for v in group} == set(range(n))
+    assert len(plain) < n  # parts of several crews: fewer than one seeded by each crew
+    seeds = {parts.take()[3] for _ in range(5)}
+    assert None not in seeds and len(seeds) == 5  # each ruins with a seed of its own
+
+
 def test_an_idle_crew_in_the_field_still_drives_to_its_end():
     # Crew "home" is out at 1000 and ends at the depot (0); the job lies on its way back,
     # so it costs that crew nothing extra. Crew "near" sits 10 s from the job.
