@@ -106,6 +106,9 @@ class StreamsSettings(BaseModel):
     # this wait; table writes and incident records are coalesced per key over a batch.
     cell_batch_max: int = Field(500, ge=1)
     cell_batch_wait_ms: float = Field(5.0, gt=0)
+    # A partition whose committed record stays unacknowledged while later ones are
+    # acknowledged for this long is read again from its committed offset (streams.offsets).
+    offset_hole_repair_s: float = Field(2.0, gt=0)
     # What a worker runs: "all" (dedup, scoring, lifecycle and the store sinks), "dedup"
     # (all but the sinks) or "store" (only the sinks, as the consumer group
     # "{app_id}-store"); a deployment runs "dedup" and "store" workers side by side to

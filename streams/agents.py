@@ -29,8 +29,10 @@ once, in its final state. Changelog records, incident records and cell messages 
 already and go straight to the producer: Faust's per-message send machinery was the
 largest per-record cost of a worker (see ``bench/bench_streams.py``).
 
-Sends are flushed before offsets are committed (at-least-once); replays are harmless
-because the engine is idempotent (see ``streams.engine``).
+Sends are flushed before offsets are committed, and an offset is committed only once its
+record has been processed (at-least-once; ``streams.offsets`` closes the holes Faust's
+consumer leaves around a rebalance); replays are harmless because the engine is
+idempotent (see ``streams.engine``).
 """
 
 from __future__ import annotations

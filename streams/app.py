@@ -21,8 +21,10 @@ from typing import Any
 import faust
 from faust.exceptions import AlreadyConfiguredWarning
 
+from core import topics
 from core.errors import ConfigError
 from core.settings import Settings
+from streams import offsets
 
 # The id names the consumer group and the changelog topics; it is part of the deployment.
 app = faust.App(
@@ -77,6 +79,14 @@ def configure(settings: Settings) -> faust.App:
         # re-applying the real settings afterwards is what this function is for.
         warnings.simplefilter("ignore", AlreadyConfiguredWarning)
         app.config_from_object(conf)
+    # Every topic a worker consumes that has delete retention: offsets without holes, so
+    # a hole in what the streams acknowledged is a skipped record (see streams.offsets).
+    contiguous = {t.name for t in topics.KAFKA_TOPICS if not t.compacted}
+    offsets.install(
+        app,
+        contiguous | {f"{app_id}-dedup-cells"},
+        settings.streams.offset_hole_repair_s,
+    )
     return app
 
 

@@ -1,0 +1,106 @@
+"""At-least-once offset commits for Faust's consumer on topics without offset holes.
+
+Faust commits, per partition, the end of the run of consecutive offsets its streams
+have acknowledged, and it treats some holes in that run as done:
+
+* a jump between the last offset it read and the next record it fetches is recorded as
+  a *gap*, and the gap includes that next record itself, before any stream has it;
+* a hole of exactly one record at the head of the run (the committed offset itself) is
+  committed past.
+
+Both are meant for compacted topics, where offsets are missing for good. Around a
+rebalance they also cover records that exist: a record fetched before the rebalance
+arrives after the seek to the committed offset, is skipped by the stream as stale, and
+its offset is still committed; the record is never processed by any worker (seen as one
+report missing from its incident after a second worker joined).
+
+For the topics named here (delete retention, written without transactions, so offsets
+have no holes) this module makes a hole block the commit instead, and repairs it: a
+partition whose committed offset has not been acknowledged while later ones have, for
+``hole_repair_s``, is read again from the committed offset. Records read twice are
+harmless, as every consumer of these topics is idempotent (``streams.engine``). The
+behaviour on compacted topics is Faust's own, except that the record being fetched is
+no longer counted as done before a stream has acknowledged it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+from faust.transport.consumer import Consumer
+from faust.types import TP
+
+_log = logging.getLogger(__name__)
+
+_contiguous: set[str] = set()
+_stalled_since: dict[TP, float] = {}
+_installed = False
+
+
+def install(app: faust.App, contiguous_topics: Iterable[str], hole_repair_s: float) -> None:
+    """Patch Faust's consumer for ``contiguous_topics`` and start the repair timer."""
+    global _installed
+    _contiguous.clear()
+    _contiguous.update(contiguous_topics)
+    if _installed:
+        return
+    _installed = True
+    original_add_gap = Consumer._add_gap
+    original_new_offset = Consumer._new_offset
+
+    async def _add_gap(self: Consumer, tp: TP, offset_from: int, offset_to: int) -> None:
+        # ``offset_to`` is the record being fetched: done only once a stream acks it.
+        if tp.topic in _contiguous or offset_to - 1 < offset_from:
+            return
+        await original_add_gap(self, tp, offset_from, offset_to - 1)
+
+    def _new_offset(self: Consumer, tp: TP) -> int | None:
+        if tp.topic in _contiguous and head_hole(self, tp) is not None:
+            return None
+        return original_new_offset(self, tp)  # type: ignore[no-any-return]
+
+    Consumer._add_gap = _add_gap  # type: ignore[method-assign]
+    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+
+    @app.timer(interval=max(0.5, hole_repair_s / 2))
+    async def repair_holes() -> None:
+        await _repair(app.consumer, hole_repair_s)
+
+
+def head_hole(consumer: Any, tp: TP) -> tuple[int, int] | None:
+    """``(committed, first acked)`` if the committed record is unacked but later ones are."""
+    acked = consumer._acked.get(tp)
+    committed = consumer._committed_offset.get(tp)
+    if not acked or committed is None:
+        return None
+    first = min(acked)
+    return (committed, first) if first > committed else None
+
+
+async def _repair(consumer: Any, hole_repair_s: float) -> None:
+    now = time.monotonic()
+    holes = {}
+    for tp in consumer.assignment():
+        if tp.topic in _contiguous and (hole := head_hole(consumer, tp)) is not None:
+            holes[tp] = hole
+    for tp in list(_stalled_since):
+        if tp not in holes:
+            del _stalled_since[tp]
+    for tp, (committed, first) in holes.items():
+        since = _stalled_since.setdefault(tp, now)
+        if now - since < hole_repair_s:
+            continue
+        _log.warning(
+            "records %d..%d of %s were skipped: reading the partition again from %d",
+            committed,
+            first - 1,
+            tp,
+            committed,
+            extra={"topic": tp.topic, "partition": tp.partition},
+        )
+        _stalled_since[tp] = now
+        await consumer.seek(tp, committed)

@@ -1,0 +1,100 @@
+"""Offset commits with holes: Faust's own functions, patched by ``streams.offsets``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import pytest
+from faust.transport.consumer import Consumer
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from streams import offsets
+from streams.app import app
+
+RAW = TP("raw.reports", 0)
+PLANS = TP("assignments", 0)
+
+
+class Bookkeeping:
+    """The per-partition state Faust's consumer keeps, with a recorded ``seek``."""
+
+    def __init__(self, committed: dict[TP, int], acked: dict[TP, list[int]]) -> None:
+        self._committed_offset = defaultdict(lambda: None, committed)
+        self._acked = defaultdict(list, {tp: list(v) for tp, v in acked.items()})
+        self._acked_index = defaultdict(set, {tp: set(v) for tp, v in acked.items()})
+        self._gap = defaultdict(IntervalTree)
+        self.seeks: list[tuple[TP, int]] = []
+
+    def assignment(self) -> set[TP]:
+        return set(self._committed_offset)
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+@pytest.fixture(autouse=True)
+def contiguous():
+    before = set(offsets._contiguous)
+    offsets.install(app, {RAW.topic}, 2.0)
+    offsets._stalled_since.clear()
+    yield
+    offsets._contiguous.clear()
+    offsets._contiguous.update(before)
+
+
+def test_a_skipped_committed_record_blocks_the_commit_on_a_topic_without_holes():
+    c = Bookkeeping({RAW: 10, PLANS: 10}, {RAW: [11, 12], PLANS: [11, 12]})
+    assert Consumer._new_offset(c, RAW) is None
+    # a compacted topic keeps Faust's rule: the record at the committed offset may be gone
+    assert Consumer._new_offset(c, PLANS) == 13
+
+
+def test_acked_records_from_the_committed_offset_on_are_committed():
+    c = Bookkeeping({RAW: 10}, {RAW: [10, 11, 12, 14]})
+    assert Consumer._new_offset(c, RAW) == 13
+
+
+def test_the_record_being_fetched_is_not_counted_done_by_a_gap():
+    # read up to 4, the next record fetched is 9 (5..8 compacted away); 9 is skipped by
+    # the stream, 10 is processed
+    c = Bookkeeping({PLANS: 4}, {PLANS: [4, 10]})
+    asyncio.run(Consumer._add_gap(c, PLANS, 5, 9))
+    assert Consumer._new_offset(c, PLANS) == 9
+
+
+def test_no_gap_is_recorded_on_a_topic_without_holes():
+    c = Bookkeeping({RAW: 4}, {RAW: [4]})
+    asyncio.run(Consumer._add_gap(c, RAW, 5, 9))
+    assert not c._gap[RAW]
+    assert Consumer._new_offset(c, RAW) == 5
+
+
+def test_a_hole_that_stays_is_read_again_from_the_committed_offset(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(offsets.time, "monotonic", lambda: clock[0])
+    c = Bookkeeping({RAW: 10, PLANS: 3}, {RAW: [11, 12], PLANS: [5]})
+    asyncio.run(offsets._repair(c, 2.0))
+    assert c.seeks == []  # a hole may be a record still on its way: wait
+    clock[0] += 2.5
+    asyncio.run(offsets._repair(c, 2.0))
+    assert c.seeks == [(RAW, 10)]  # the compacted topic is left alone
+    clock[0] += 0.5
+    asyncio.run(offsets._repair(c, 2.0))
+    assert c.seeks == [(RAW, 10)]  # not again before another wait
+
+
+def test_a_hole_that_closes_is_forgotten(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(offsets.time, "monotonic", lambda: clock[0])
+    c = Bookkeeping({RAW: 10}, {RAW: [11]})
+    asyncio.run(offsets._repair(c, 2.0))
+    c._acked[RAW] = [10, 11]
+    clock[0] += 1.5
+    asyncio.run(offsets._repair(c, 2.0))
+    c._acked[RAW] = [13]
+    c._committed_offset[RAW] = 12
+    clock[0] += 1.0
+    asyncio.run(offsets._repair(c, 2.0))
+    assert c.seeks == [] and RAW in offsets._stalled_since
