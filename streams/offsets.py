@@ -68,6 +68,9 @@ def install(app: faust.App, contiguous_topics: Iterable[str], hole_repair_s: flo
 
     @app.timer(interval=max(0.5, hole_repair_s / 2))
     async def repair_holes() -> None:
+        if app.rebalancing:  # the assignment is changing: every partition is sought anew
+            _stalled_since.clear()
+            return
         await _repair(app.consumer, hole_repair_s)
 
 
@@ -103,4 +106,7 @@ async def _repair(consumer: Any, hole_repair_s: float) -> None:
             extra={"topic": tp.topic, "partition": tp.partition},
         )
         _stalled_since[tp] = now
-        await consumer.seek(tp, committed)
+        try:
+            await consumer.seek(tp, committed)
+        except Exception as exc:  # revoked meanwhile: its next owner reads it from there
+            _log.warning("could not read %s again: %r", tp, exc)

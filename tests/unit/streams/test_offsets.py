@@ -98,3 +98,18 @@ def test_a_hole_that_closes_is_forgotten(monkeypatch):
     clock[0] += 1.0
     asyncio.run(offsets._repair(c, 2.0))
     assert c.seeks == [] and RAW in offsets._stalled_since
+
+
+def test_a_partition_revoked_before_its_seek_does_not_stop_the_repair(monkeypatch):
+    monkeypatch.setattr(offsets.time, "monotonic", lambda: 100.0)
+    other = TP("raw.reports", 1)
+    c = Bookkeeping({RAW: 10, other: 5}, {RAW: [11], other: [7]})
+
+    async def seek(tp: TP, offset: int) -> None:
+        if tp == RAW:  # revoked between the look at the assignment and the seek
+            raise RuntimeError("no current assignment")
+        c.seeks.append((tp, offset))
+
+    c.seek = seek  # type: ignore[method-assign]
+    asyncio.run(offsets._repair(c, 0.0))
+    assert c.seeks == [(other, 5)]
