@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from core import topics
 from core.settings import Settings
+from tests.integration.procs import die_with_parent
 
 REPO = Path(__file__).resolve().parents[3]
 CITYFIX = REPO / ".venv" / "bin" / "cityfix"
@@ -131,6 +132,7 @@ class Dispatcher:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
         return self
 

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from core.settings import Settings
 from core.topics import KAFKA_TOPICS
+from tests.integration.procs import die_with_parent
 
 REPO = Path(__file__).resolve().parents[3]
 CITYFIX = REPO / ".venv" / "bin" / "cityfix"
@@ -65,6 +66,7 @@ class BridgeProcess:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
         log.close()
         return self

@@ -31,6 +31,7 @@ from core import topics
 from core.errors import NotFound
 from core.settings import GeoSettings, Settings
 from tests.integration.ingest.helpers import Bridges, Publisher, free_port
+from tests.integration.procs import die_with_parent
 from tests.unit.streams.conftest import DATA, fault_sites, point_along
 
 REPO = Path(__file__).resolve().parents[3]
@@ -60,6 +61,7 @@ class Worker:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
         return self
 

@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from core import topics
 from core.schemas import Evidence, Incident, dumps
 from core.settings import Settings
+from tests.integration.procs import die_with_parent
 
 REPO = Path(__file__).resolve().parents[3]
 CITYFIX = REPO / ".venv" / "bin" / "cityfix"
@@ -110,6 +111,7 @@ class Proc:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         return self
 
