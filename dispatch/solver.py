@@ -401,12 +401,14 @@ def _first_then_search(
 
 
 def _route_distances(
-    problem: Problem, elig: _schedule.Eligibility, job_routes: Sequence[Sequence[str]]
+    problem: Problem, elig: _schedule.Eligibility, job_routes: Sequence[Sequence[str]], seed: int
 ) -> np.ndarray:
-    """Crews x crews: how far apart their routes run.
+    """How far every crew's route runs from crew ``seed``'s (one value per crew).
 
     The mean, over the places of one route (its origin and its stops), of the travel time
-    to the nearest place of the other, made symmetric.
+    to the nearest place of the other, averaged over both directions. Only the seed's rows
+    and columns of the travel matrix are read: a part needs one crew's neighbours, and the
+    whole crews x crews table cost 10 ms per part on 500 jobs.
     """
     nodes: list[int] = []
     owner: list[int] = []
@@ -415,12 +417,14 @@ def _route_distances(
         nodes += locs
         owner += [v] * len(locs)
     at = np.asarray(nodes)
-    sub = problem.matrix[np.ix_(at, at)]
-    sub = np.minimum(sub, sub.T)
+    mine = at[np.asarray(owner) == seed]
+    m = problem.matrix
+    sub = np.minimum(m[np.ix_(mine, at)], m[np.ix_(at, mine)].T)  # seed's places x all places
     bounds = np.flatnonzero(np.r_[True, np.diff(owner) != 0])
-    nearest = np.minimum.reduceat(sub, bounds, axis=1)
-    mean = np.add.reduceat(nearest, bounds, axis=0) / np.diff(np.r_[bounds, len(at)])[:, None]
-    out: np.ndarray = (mean + mean.T) / 2
+    sizes = np.diff(np.r_[bounds, len(at)])
+    outward = np.minimum.reduceat(sub, bounds, axis=1).mean(axis=0)
+    inward = np.add.reduceat(sub.min(axis=0), bounds) / sizes
+    out: np.ndarray = (outward + inward) / 2
     return out
 
 
@@ -567,7 +571,7 @@ class _Parts:
             return None
         self.next_seed += 1
         ruin_seed = self.next_seed if len(self.searched) == n else None
-        distances = _route_distances(self.problem, self.elig, self.job_routes)[seed]
+        distances = _route_distances(self.problem, self.elig, self.job_routes, seed)
         near = [int(v) for v in np.argsort(distances, kind="stable") if int(v) not in self.busy]
         group = near[:_PART_CREWS]
         members = set(group)

@@ -154,6 +154,32 @@ def test_parts_ruin_once_every_crew_has_been_in_one():
     assert None not in seeds and len(seeds) == 5  # each ruins with a seed of its own
 
 
+def test_route_distances_are_the_mean_nearest_place_both_ways():
+    rng = random.Random(5)
+    n_jobs, n_crews = 30, 6
+    points = [(rng.uniform(0, 5000), rng.uniform(0, 5000)) for _ in range(n_jobs + n_crews)]
+    jobs = [Job(f"j{i}", i) for i in range(n_jobs)]
+    crews = [Crew(f"c{v}", n_jobs + v, DAY) for v in range(n_crews)]
+    p = problem(points, jobs, crews)
+    elig = _schedule.eligibility(p)
+    routes: list[list[str]] = [[] for _ in crews]
+    for j in jobs[:-4]:  # crew 5 keeps an empty route: its origin is its only place
+        routes[rng.randrange(n_crews - 1)].append(j.id)
+    places = [[n_jobs + v, *(int(j[1:]) for j in routes[v])] for v in range(n_crews)]
+
+    def one_way(a: int, b: int) -> float:
+        m = p.matrix
+        return sum(min(min(m[x, y], m[y, x]) for y in places[b]) for x in places[a]) / len(
+            places[a]
+        )
+
+    for seed in (0, 3, 5):
+        got = solver._route_distances(p, elig, routes, seed)
+        want = [(one_way(seed, u) + one_way(u, seed)) / 2 for u in range(n_crews)]
+        assert got == pytest.approx(want)
+        assert got[seed] == 0
+
+
 def test_an_idle_crew_in_the_field_still_drives_to_its_end():
     # Crew "home" is out at 1000 and ends at the depot (0); the job lies on its way back,
     # so it costs that crew nothing extra. Crew "near" sits 10 s from the job.
