@@ -22,6 +22,7 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from store._db import Db, cursor, fetch
+from store.queries import incident_filters
 
 API_SCHEMA = """
 CREATE TABLE IF NOT EXISTS open311_details (
@@ -263,18 +264,9 @@ def incidents_geojson(
     PostgreSQL and returned as one value, so a large layer costs the web service almost
     nothing to encode.
     """
-    where = ["status = ANY(%(status)s)"]
-    params: dict[str, Any] = {"status": list(status), "limit": limit}
-    for name, values in (("priority", priority), ("category", category), ("district", district)):
-        if values:
-            where.append(f"{name} = ANY(%({name})s)")
-            params[name] = list(values)
-    if since is not None:
-        where.append("opened_at >= %(since)s")
-        params["since"] = since
-    if until is not None:
-        where.append("opened_at < %(until)s")
-        params["until"] = until
+    where, params = incident_filters(
+        status, priority, category, district, since, until, limit=limit
+    )
     # Only fixed column names and conditions are formatted in; values are parameters.
     query = f"""
 SELECT json_build_object('type', 'FeatureCollection', 'features',

@@ -57,6 +57,37 @@ def _feature(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def incident_filters(
+    status: Sequence[str],
+    priority: Sequence[str] | None,
+    category: Sequence[str] | None,
+    district: Sequence[str] | None,
+    since: datetime | None,
+    until: datetime | None,
+    **params: Any,
+) -> tuple[list[str], dict[str, Any]]:
+    """The WHERE conditions (joined by AND) and parameters of an incident layer's filters.
+
+    Each given list keeps the incidents whose column is one of its values;
+    ``since``/``until`` bound ``opened_at`` (``until`` exclusive). Only fixed column names
+    are formatted into the conditions; values stay parameters. ``params`` are passed
+    through (a limit, say).
+    """
+    where = ["status = ANY(%(status)s)"]
+    params["status"] = list(status)
+    for name, values in (("priority", priority), ("category", category), ("district", district)):
+        if values:
+            where.append(f"{name} = ANY(%({name})s)")
+            params[name] = list(values)
+    if since is not None:
+        where.append("opened_at >= %(since)s")
+        params["since"] = since
+    if until is not None:
+        where.append("opened_at < %(until)s")
+        params["until"] = until
+    return where, params
+
+
 def open_incidents(
     db: Db,
     *,
@@ -73,18 +104,9 @@ def open_incidents(
 
     ``status`` defaults to the active ones; ``since``/``until`` bound ``opened_at``.
     """
-    where = ["status = ANY(%(status)s)"]
-    params: dict[str, Any] = {"status": list(status or ACTIVE), "limit": limit}
-    for name, values in (("priority", priority), ("category", category), ("district", district)):
-        if values:
-            where.append(f"{name} = ANY(%({name})s)")
-            params[name] = list(values)
-    if since is not None:
-        where.append("opened_at >= %(since)s")
-        params["since"] = since
-    if until is not None:
-        where.append("opened_at < %(until)s")
-        params["until"] = until
+    where, params = incident_filters(
+        status or ACTIVE, priority, category, district, since, until, limit=limit
+    )
     if bbox is not None:
         where.append("lat BETWEEN %(s)s AND %(n)s AND lon BETWEEN %(w)s AND %(e)s")
         params |= {"s": bbox.min_lat, "n": bbox.max_lat, "w": bbox.min_lon, "e": bbox.max_lon}
