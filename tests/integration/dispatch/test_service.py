@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -29,10 +27,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from core import topics
 from core.settings import Settings
-from tests.integration.procs import die_with_parent
+from tests.integration.procs import CityfixProcess
 
-REPO = Path(__file__).resolve().parents[3]
-CITYFIX = REPO / ".venv" / "bin" / "cityfix"
 CREW_AT = (21.8632, -102.2795)  # aguascalientes, west
 INCIDENT_AT = (21.8650, -102.2750)  # a few hundred metres east of it
 
@@ -111,58 +107,30 @@ class Kafka:
         asyncio.run(go())
 
 
-class Dispatcher:
+class Dispatcher(CityfixProcess):
     """One ``cityfix dispatch run`` subprocess."""
 
     def __init__(self, log: Path) -> None:
-        self.log_path = log
-        self.env = {
+        env = {
             **os.environ,
             "CITYFIX_GEO__CITY": "aguascalientes",
             "CITYFIX_DISPATCH__TIME_LIMIT_S": "0.5",
             "CITYFIX_DISPATCH__DEBOUNCE_S": "0.2",
         }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Dispatcher:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(CITYFIX), "dispatch", "run"],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
-            )
-        return self
+        super().__init__(["dispatch", "run"], env, log)
 
     def wait_log(self, text: str, count: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while self.log().count(text) < count:
-            assert self.proc is not None and self.proc.poll() is None, self.log()[-3000:]
-            assert time.monotonic() < deadline, f"no {text!r} in time:\n{self.log()[-3000:]}"
+        while self.output().count(text) < count:
+            assert self.alive(), self.log()
+            assert time.monotonic() < deadline, f"no {text!r} in time:\n{self.log()}"
             time.sleep(0.2)
-
-    def stop(self, timeout_s: float = 30) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                raise
-        return self.proc.returncode
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def made(self, plan: dict[str, Any] | None, run: int = 1) -> bool:
         """Whether ``plan`` came from this dispatcher's ``run``-th process."""
         if plan is None:
             return False
-        starts = self.log().split("road graph loaded")
+        starts = self.output().split("road graph loaded")
         return len(starts) > run and f"plan_id={plan['plan_id']} " in starts[run]
 
 
@@ -208,8 +176,7 @@ class RetainedPlan:
 def dispatcher(tmp_path: Path) -> Iterator[Dispatcher]:
     d = Dispatcher(tmp_path / "dispatch.log")
     yield d
-    if d.proc is not None and d.proc.poll() is None:
-        d.stop()
+    d.stop()
 
 
 def test_a_crew_gets_its_plan_on_kafka_and_mqtt_and_keeps_it_across_a_restart(
@@ -305,8 +272,8 @@ def test_a_crew_gets_its_plan_on_kafka_and_mqtt_and_keeps_it_across_a_restart(
         assert run["jobs"] >= 1 and run["crews"] >= 1 and run["solve_ms"] > 0
 
         # Restart: the world comes back from the topics and the plan stays.
-        assert dispatcher.stop() == 0, dispatcher.log()[-3000:]
-        assert "dispatcher stopped" in dispatcher.log()
+        assert dispatcher.stop() == 0, dispatcher.log()
+        assert "dispatcher stopped" in dispatcher.output()
         dispatcher.start()
         dispatcher.wait_log("world rebuilt", 2, timeout_s=60)
         again = assignments.wait_for(
@@ -315,7 +282,7 @@ def test_a_crew_gets_its_plan_on_kafka_and_mqtt_and_keeps_it_across_a_restart(
             "the crew's plan after the restart",
         )
         assert [s["incident_id"] for s in again["stops"]] == [incident_id]
-        rebuilt = [ln for ln in dispatcher.log().splitlines() if "world rebuilt" in ln][-1]
+        rebuilt = [ln for ln in dispatcher.output().splitlines() if "world rebuilt" in ln][-1]
         assert "assignments=0" not in rebuilt
 
         # The crew goes home and the incident is closed: the crew's plan empties (a crew

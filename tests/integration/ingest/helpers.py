@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -24,10 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from core.settings import Settings
 from core.topics import KAFKA_TOPICS
-from tests.integration.procs import die_with_parent
-
-REPO = Path(__file__).resolve().parents[3]
-CITYFIX = REPO / ".venv" / "bin" / "cityfix"
+from tests.integration.procs import CityfixProcess
 
 
 def free_port() -> int:
@@ -39,37 +34,13 @@ def free_port() -> int:
 # --- bridge processes ----------------------------------------------------------------------
 
 
-@dataclass
-class BridgeProcess:
+class BridgeProcess(CityfixProcess):
     """One ``cityfix ingest`` subprocess with its own metrics port and log file."""
 
-    instance: int
-    metrics_port: int
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> BridgeProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                str(CITYFIX),
-                "ingest",
-                "--instance",
-                str(self.instance),
-                "--metrics-port",
-                str(self.metrics_port),
-                "--session-expiry-s",
-                "600",
-            ],
-            cwd=REPO,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
-        log.close()
-        return self
+    def __init__(self, instance: int, metrics_port: int, env: dict[str, str], log: Path) -> None:
+        args = ["ingest", "--instance", str(instance), "--metrics-port", str(metrics_port)]
+        super().__init__([*args, "--session-expiry-s", "600"], env, log)
+        self.instance, self.metrics_port = instance, metrics_port
 
     def metrics(self) -> dict[str, float]:
         """Every sample of ``/metrics`` as ``name{labels}`` -> value ({} when not answering)."""
@@ -99,26 +70,6 @@ class BridgeProcess:
                 return
             time.sleep(0.1)
         raise AssertionError(f"bridge not ready: {self.log()}")
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout_s: float = 30.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout_s)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
 
 
 @dataclass

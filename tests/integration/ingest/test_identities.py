@@ -12,7 +12,8 @@ from cli.mosquitto import IdentityKind
 from core import topics
 from core.topics import sensor_topic
 from tests import factories
-from tests.integration.ingest.helpers import CITYFIX, REPO, KafkaTap, Publisher, connect_outcome
+from tests.integration.ingest.helpers import KafkaTap, Publisher, connect_outcome
+from tests.integration.procs import CITYFIX, REPO
 
 # MQTT 5 CONNACK: 134 bad user name or password, 135 not authorized.
 REFUSED = {134, 135}

@@ -9,8 +9,6 @@ import contextlib
 import json
 import os
 import random
-import signal
-import subprocess
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -31,11 +29,9 @@ from core import topics
 from core.errors import NotFound
 from core.settings import GeoSettings, Settings
 from tests.integration.ingest.helpers import Bridges, Publisher, free_port
-from tests.integration.procs import die_with_parent
+from tests.integration.procs import CityfixProcess
 from tests.unit.streams.conftest import DATA, fault_sites, point_along
 
-REPO = Path(__file__).resolve().parents[3]
-CITYFIX = REPO / ".venv" / "bin" / "cityfix"
 # Each run is a Faust app of its own (consumer group, changelogs, internal topic), so a
 # demo's worker on the same Kafka neither takes this test's partitions nor shares its
 # state, and earlier runs' incidents at the same places cannot absorb this run's reports.
@@ -47,43 +43,11 @@ FAULTS, PER_FAULT = 100, 10
 pytestmark = pytest.mark.timeout(300)
 
 
-class Worker:
+class Worker(CityfixProcess):
     """One ``cityfix streams worker`` subprocess."""
 
     def __init__(self, env: dict[str, str], log: Path, args: tuple[str, ...] = ()) -> None:
-        self.env, self.log_path, self.args, self.proc = env, log, args, None
-
-    def start(self) -> Worker:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(CITYFIX), "streams", "worker", *self.args],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
-            )
-        return self
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
+        super().__init__(["streams", "worker", *args], env, log)
 
 
 async def produce_reports(settings: Settings, docs: list[dict]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import socket
 import subprocess
 import time
@@ -17,8 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -28,10 +26,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from core import topics
 from core.schemas import Evidence, Incident, dumps
 from core.settings import Settings
-from tests.integration.procs import die_with_parent
+from tests.integration.procs import CITYFIX, REPO, CityfixProcess
 
-REPO = Path(__file__).resolve().parents[3]
-CITYFIX = REPO / ".venv" / "bin" / "cityfix"
 ARTIFACTS = REPO / "tests" / "artifacts" / "web"
 
 
@@ -86,63 +82,30 @@ def fast_forward(settings: Settings, group: str) -> None:
     run_async(go)
 
 
-@dataclass
-class Proc:
-    """One ``cityfix ...`` subprocess."""
+class Proc(CityfixProcess):
+    """One ``cityfix ...`` subprocess of the stack, logging to ``ARTIFACTS/{name}.log``.
 
-    name: str
-    args: list[str]
-    env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
+    The log is kept across test sessions; each start adds a header line before its run.
+    """
 
-    @property
-    def log_path(self) -> Path:
-        return ARTIFACTS / f"{self.name}.log"
+    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        super().__init__(args, env, ARTIFACTS / f"{name}.log")
+        self.name = name
 
-    def start(self) -> Proc:
+    def start(self, **popen: Any) -> Self:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             log.write(f"\n=== {datetime.now(UTC).isoformat()} {' '.join(self.args)}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                [str(CITYFIX), *self.args],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return super().start(start_new_session=True, **popen)
 
     def wait_log(self, text: str, timeout_s: float) -> None:
         """Wait until this run of the process has logged ``text`` (a readiness line)."""
 
         def seen() -> bool:
             assert self.alive(), f"cityfix {' '.join(self.args)} exited:\n{self.log()}"
-            run = self.log_path.read_text(errors="replace").rsplit("\n=== ", 1)[-1]
-            return text in run
+            return text in self.output().rsplit("\n=== ", 1)[-1]
 
         wait_until(seen, timeout_s, f"{self.name} to log {text!r}")
-
-    def log(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def wait_until(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.2) -> Any:
