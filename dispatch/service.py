@@ -215,6 +215,7 @@ class Dispatcher:
             await self._producer.start()
             await self._mqtt.start(self.settings.mqtt.keepalive_s)
             await self._bootstrap()
+            await self._in_worker(_worker.warm_up, self.settings.dispatch, len(self.world.crews))
             self._request("start")
             consume = asyncio.create_task(self._consume(), name="dispatch-consume")
             planner = asyncio.create_task(self._planner(stop), name="dispatch-planner")

@@ -110,7 +110,7 @@ from dispatch import _schedule
 from dispatch.baseline import greedy
 from dispatch.model import CrewRoute, Plan, Problem, SolverSettings, Unassigned, UnassignedKind
 
-__all__ = ["solve"]
+__all__ = ["prepare", "solve"]
 
 log = logging.getLogger(__name__)
 
@@ -687,6 +687,17 @@ def _improve_in_parts(
     collect(max(0.0, deadline - time.monotonic()) + 0.01, last=True)
     log.debug("parts re-planned", extra={"parts": tried, "changed": better})
     return job_routes
+
+
+def prepare(settings: SolverSettings, crews: int) -> None:
+    """Start the part helper now if a solve for ``crews`` crews would use one (returns at once).
+
+    The helper is a fresh interpreter that imports OR-Tools, about a second or two; left to
+    the first parted solve, that solve re-plans parts in one process for most of its time.
+    A dispatcher calls this once it knows its crews.
+    """
+    if crews >= _PARTS_MIN_CREWS and settings.search_processes > 1:
+        _helper()
 
 
 def solve(problem: Problem, settings: SolverSettings, previous: Plan | None = None) -> Plan:

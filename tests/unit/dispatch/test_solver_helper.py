@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 
 from core.settings import DispatchSettings
+from dispatch import solver
 from dispatch.model import Crew, Job, Problem, TimeWindow
 from dispatch.solver import _PARTS_MIN_CREWS, solve
 from tests.unit.dispatch.factories import matrix
@@ -33,3 +35,23 @@ def test_a_worker_that_used_the_helper_still_shuts_down() -> None:
     done.start()
     done.join(timeout=60)
     assert not done.is_alive(), "the solve worker hangs on exit (helper still running)"
+
+
+def helpers_after_prepare() -> tuple[bool, int, int]:
+    """Whether nothing started for one process or too few crews; worker and helper pids."""
+    solver.prepare(DispatchSettings(search_processes=1), _PARTS_MIN_CREWS)
+    solver.prepare(DispatchSettings(search_processes=2), _PARTS_MIN_CREWS - 1)
+    none_for_one = solver._helpers is None
+    solver.prepare(DispatchSettings(search_processes=2), _PARTS_MIN_CREWS)
+    assert solver._helpers is not None
+    return none_for_one, os.getpid(), solver._helpers.submit(solver._helper_ready).result(60)
+
+
+def test_prepare_starts_the_helper_only_when_solves_would_use_one() -> None:
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        none_for_one, worker, helper = pool.submit(helpers_after_prepare).result(timeout=120)
+    finally:
+        pool.shutdown(wait=True)
+    assert none_for_one
+    assert helper not in (worker, os.getpid())
