@@ -111,28 +111,30 @@ class _Keyed(MutableMapping[str, Any]):
         What a Faust table does for one assignment, for many: the local store and the
         changelog record both go to the partition of the event that wrote the key (the
         changelog send goes straight to the producer instead of through Faust's per-message
-        buffer). The offset of the last record per partition becomes the store's persisted
-        offset once Kafka acknowledges it, as Faust records it, so a restart on the same
-        disk replays only the changelog after it.
+        buffer). In a RocksDB store the batch's writes to one partition's database go in
+        one ``WriteBatch``, as Faust applies a changelog batch on recovery: a put per key
+        was a tenth of a worker's time. The offset of the last record per partition becomes
+        the store's persisted offset once Kafka acknowledges it, as Faust records it, so a
+        restart on the same disk replays only the changelog after it.
         """
         store = self._t.data
         topic = self._t.changelog_topic.get_topic_name()
+        records = [
+            (
+                key.encode(),
+                None if value is _GONE else value.encode() if isinstance(value, str) else value,
+                event,
+            )
+            for key, value, event in items
+        ]
+        if getattr(store, "use_rocksdict", False):
+            _write_batches(store, records)
+        else:
+            _write_each(store, records)
         last: dict[int, Any] = {}
-        token = _current_event.set(None)
-        try:
-            for key, value, event in items:
-                _current_event.set(weakref.ref(event))  # the store's partition
-                partition = event.message.partition
-                k = key.encode()
-                if value is _GONE:
-                    store.pop(k, None)
-                    v = None
-                else:
-                    v = value.encode() if isinstance(value, str) else value
-                    store[k] = v
-                last[partition] = await sink.changelog(topic, k, v, partition)
-        finally:
-            _current_event.reset(token)
+        for k, v, event in records:
+            partition = event.message.partition
+            last[partition] = await sink.changelog(topic, k, v, partition)
         for partition, fut in last.items():
             if fut is not None:
                 fut.add_done_callback(functools.partial(_persisted, store, TP(topic, partition)))
@@ -143,6 +145,39 @@ class _Keyed(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._t)
+
+
+def _write_batches(store: Any, records: list[tuple[bytes, bytes | None, Any]]) -> None:
+    """``records`` into a Faust RocksDB store: one write per partition's database."""
+    import rocksdict
+
+    batches: dict[int, Any] = {}
+    for k, v, event in records:
+        partition = event.message.partition
+        batch = batches.get(partition)
+        if batch is None:
+            batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
+        if v is None:
+            batch.delete(k)
+        else:
+            batch.put(k, v)
+            store._key_index[k] = partition  # where Faust's reads look for the key
+    for partition, batch in batches.items():
+        store._db_for_partition(partition).write(batch)
+
+
+def _write_each(store: Any, records: list[tuple[bytes, bytes | None, Any]]) -> None:
+    """``records`` into any other Faust store, key by key, each as its event's write."""
+    token = _current_event.set(None)
+    try:
+        for k, v, event in records:
+            _current_event.set(weakref.ref(event))  # the store's partition
+            if v is None:
+                store.pop(k, None)
+            else:
+                store[k] = v
+    finally:
+        _current_event.reset(token)
 
 
 def _persisted(store: Any, tp: TP, fut: Any) -> None:

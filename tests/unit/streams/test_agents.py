@@ -158,3 +158,43 @@ def test_settle_heap_freezes_the_loaded_objects_and_makes_young_collections_rare
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+class _RocksPartitions:
+    """What ``_write_batches`` uses of Faust's RocksDB store, over real rocksdict databases."""
+
+    use_rocksdict = True
+
+    def __init__(self, root) -> None:
+        import rocksdict
+
+        self._root, self._dbs, self._key_index = root, {}, {}
+        self._options = rocksdict.Options(raw_mode=True)
+
+    def _db_for_partition(self, partition: int):
+        import rocksdict
+
+        if partition not in self._dbs:
+            path = str(self._root / f"p{partition}")
+            self._dbs[partition] = rocksdict.Rdict(path, options=self._options)
+        return self._dbs[partition]
+
+
+def test_batched_rocksdb_writes_land_in_each_events_partition(agents, tmp_path):
+    store = _RocksPartitions(tmp_path)
+    store._db_for_partition(1)[b"gone"] = b"old"
+    agents._write_batches(
+        store,
+        [
+            (b"a", b"1", _Event("a", b"", 0)),
+            (b"b", b"2", _Event("b", b"", 1)),
+            (b"gone", None, _Event("gone", b"", 1)),
+            (b"a", b"3", _Event("a", b"", 0)),  # the last write of a key wins
+        ],
+    )
+    p0, p1 = store._db_for_partition(0), store._db_for_partition(1)
+    assert p0.get(b"a") == b"3" and p0.get(b"b") is None
+    assert p1.get(b"b") == b"2" and p1.get(b"gone") is None
+    assert store._key_index == {b"a": 0, b"b": 1}
+    for db in (p0, p1):
+        db.close()
