@@ -115,6 +115,11 @@ class StreamsSettings(BaseModel):
     # keep the sinks' database writes off the dedup path.
     role: Literal["all", "dedup", "store"] = "all"
 
+    @property
+    def worker_app_id(self) -> str:
+        """The Faust app id, and so the consumer group, of a worker with this role."""
+        return f"{self.app_id}-store" if self.role == "store" else self.app_id
+
 
 class DispatchSettings(BaseModel):
     """OR-Tools model and the re-planning loop."""

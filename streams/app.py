@@ -134,8 +134,7 @@ ROLE_MODULES: dict[str, tuple[str, ...] | None] = {
 
 def app_id_of(settings: Settings) -> str:
     """The Faust app id (consumer group) of a worker with these settings."""
-    conf = settings.streams
-    return f"{conf.app_id}-store" if conf.role == "store" else conf.app_id
+    return settings.streams.worker_app_id
 
 
 def settings() -> Settings:
