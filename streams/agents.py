@@ -441,19 +441,6 @@ def handle_batch(eng: Engine, events: Iterable[Any]) -> Outputs:
     return out
 
 
-async def _drain_changelogs() -> None:
-    """Hand this message's table writes to the Kafka producer before it is acknowledged.
-
-    Faust buffers changelog writes and its pre-commit flush gives up after 0.1 s without
-    progress, so under load it can commit an offset whose table writes are still in the
-    buffer; a crash then loses them. Draining here, before the next message (which
-    acknowledges this one), closes that gap: the commit's producer flush covers them.
-    """
-    buf = app.producer.buffer
-    while buf.size and buf.state == "running":
-        await buf.flush()
-
-
 def _text(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes | bytearray) else str(v)
 
@@ -495,10 +482,14 @@ async def plans(stream: Any) -> None:
                 continue
             after = [s.incident_id for s in plan.stops]
             at_s = plan.created_at.timestamp()
-        plans_table[key] = dumps(after)
+        # Written as the cell agent writes its tables (store and changelog partition of
+        # this message, sent before the offset can commit). A table assignment would
+        # first check the changelog's partition count in the consumer's metadata, which
+        # on a fresh Kafka lacks the changelog topic the worker has just created for
+        # minutes: every plan crashed the agent until it refreshed.
+        await _Keyed(plans_table).write([(crew_id, dumps(after), current_event())])
         for cell, msg in Engine.plan_changes(crew_id, before, after, at_s):
             await sink.route(cell, msg)
-        await _drain_changelogs()
 
 
 _last_aging = 0.0

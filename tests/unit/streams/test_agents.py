@@ -198,3 +198,35 @@ def test_batched_rocksdb_writes_land_in_each_events_partition(agents, tmp_path):
     assert store._key_index == {b"a": 0, b"b": 1}
     for db in (p0, p1):
         db.close()
+
+
+async def test_a_crew_plan_assigns_the_incidents_that_entered_it_and_is_kept(
+    agents, sink, ags, sites
+):
+    import json
+
+    from streams import dedup
+
+    edge, mid = sites[3]
+    lat, lon = point_along(ags, edge, mid)
+    [(cell, _obs)] = agents.engine().locate([report_raw(lat, lon)])
+    inc_id = dedup.incident_id_for(cell, "r-plan-1")
+    at = later(60).isoformat()
+    plan = {
+        "crew_id": "crew-7",
+        "plan_id": "p1",
+        "stops": [{"incident_id": inc_id, "eta": at, "lat": lat, "lon": lon}],
+        "route": {"type": "LineString", "coordinates": [[lon, lat], [lon, lat]]},
+        "created_at": at,
+    }
+    async with agents.plans.test_context() as agent:
+        await agent.put(json.dumps(plan).encode(), key=b"crew-7")
+
+    assigned = [(k, m) for k, m in sink.routes if m.get("t") == "assign"]
+    assert [(k, m["incident_id"], m["crew_id"]) for k, m in assigned] == [
+        (cell, inc_id, "crew-7")
+    ]
+    assert agents.plans_table.get(b"crew-7") == dumps([inc_id])
+    assert [k for t, k, _p in sink.changelogs if t.endswith("-crew-plans-changelog")] == [
+        b"crew-7"
+    ]
