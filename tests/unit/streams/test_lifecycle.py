@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core import schemas
 from core.clock import Clock
 from core.schemas import CrewState, Incident, IncidentStatus, Priority
 from streams import lifecycle
@@ -245,3 +246,26 @@ def test_a_replayed_merge_publishes_both_incidents_again(ags, inline, sites):
     again = {i.incident_id: i for i in inline.published}
     assert again[dup.incident_id] == merged[dup.incident_id]
     assert again[target.incident_id] == merged[target.incident_id]
+
+
+def test_aging_ticks_due_incidents_and_passes_over_finished_ones(ags, quick, sites):
+    edge, mid = sites[9]
+    quick.feed([report_raw(*point_along(ags, edge, mid), at=later(-7200))])
+    [inc] = quick.active()
+    iid = inc.incident_id
+    quick.assignment("crew-9", [iid], later(-7100).timestamp())
+    _crew(quick, iid, "completed", later(-7000))
+    resolved = quick.incidents[iid]
+    assert resolved.status == S.RESOLVED
+
+    def ticks(state) -> list:
+        return quick.engine.due_ticks([(iid, schemas.dumps(state))])
+
+    # resolved and past close_after_s (0 here): due to close
+    assert ticks(resolved) == [(iid.rsplit(".", 1)[0], {"t": "tick", "incident_id": iid})]
+    quick.send(iid.rsplit(".", 1)[0], {"t": "tick", "incident_id": iid})
+    closed = quick.incidents[iid]
+    assert closed.status == S.CLOSED
+    assert ticks(closed) == []
+    for finished in (S.MERGED, S.DUPLICATE):
+        assert ticks(closed.model_copy(update={"status": finished})) == []
