@@ -30,10 +30,10 @@ from core.settings import DispatchSettings, GeoSettings
 from dispatch import world
 from dispatch.baseline import greedy
 from dispatch.model import Plan, Problem, jobs_moved
-from dispatch.solver import prepare, solve
+from dispatch.solver import solve
 from geo import RoadGraph, Route, load_city
 
-__all__ = ["Outcome", "RoadCache", "init", "plan", "plan_draft", "ready", "warm_up"]
+__all__ = ["Outcome", "RoadCache", "init", "plan", "plan_draft", "ready"]
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +189,6 @@ def ready() -> int:
     """The loaded graph's node count (the parent's check that the worker is up)."""
     assert _graph is not None, "worker not initialised"
     return _graph.node_count
-
-
-def warm_up(settings: DispatchSettings, crews: int) -> None:
-    """Start what the solver runs beside this worker (its part helper) before the first plan."""
-    prepare(settings, crews)
 
 
 def plan(

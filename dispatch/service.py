@@ -51,7 +51,7 @@ from core.errors import CityfixError, InvalidMessage
 from core.mqtt import service_client
 from core.schemas import Assignment, Command, CrewPosition, CrewStatus, DispatchRun, Incident
 from core.settings import Settings
-from dispatch import _worker, world
+from dispatch import _worker, solver, world
 from dispatch.model import Plan
 
 __all__ = ["Dispatcher", "run"]
@@ -215,7 +215,8 @@ class Dispatcher:
             await self._producer.start()
             await self._mqtt.start(self.settings.mqtt.keepalive_s)
             await self._bootstrap()
-            await self._in_worker(_worker.warm_up, self.settings.dispatch, len(self.world.crews))
+            # The solver starts its part helper beside the worker now, not in the first plan.
+            await self._in_worker(solver.prepare, self.settings.dispatch, len(self.world.crews))
             self._request("start")
             consume = asyncio.create_task(self._consume(), name="dispatch-consume")
             planner = asyncio.create_task(self._planner(stop), name="dispatch-planner")

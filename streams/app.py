@@ -39,7 +39,7 @@ _settings: Settings | None = None
 def configure(settings: Settings) -> faust.App:
     """Point the app at the configured Kafka and data directory."""
     global _settings
-    app_id = app_id_of(settings)
+    app_id = settings.streams.worker_app_id
     if app.configured and app.conf.id != app_id:
         raise ConfigError(
             f"streams app already configured as {app.conf.id!r}; "
@@ -130,11 +130,6 @@ ROLE_MODULES: dict[str, tuple[str, ...] | None] = {
     "dedup": ("streams.agents",),
     "store": ("streams.sinks",),
 }
-
-
-def app_id_of(settings: Settings) -> str:
-    """The Faust app id (consumer group) of a worker with these settings."""
-    return settings.streams.worker_app_id
 
 
 def settings() -> Settings:
