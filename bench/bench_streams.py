@@ -46,6 +46,7 @@ from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 import geo  # noqa: E402
 from core import topics  # noqa: E402
 from core.clock import Clock  # noqa: E402
+from core.kafka import skip_to_end  # noqa: E402
 from core.settings import GeoSettings, Settings  # noqa: E402
 from streams.engine import Inline  # noqa: E402
 from streams.roads import GeoRoads  # noqa: E402
@@ -151,17 +152,6 @@ async def _ends(bootstrap: str, names: list[str]) -> dict[TopicPartition, int]:
         return dict(
             await c.end_offsets([TopicPartition(n, p) for n in names for p in range(parts[n])])
         )
-    finally:
-        await c.stop()
-
-
-async def _fast_forward(bootstrap: str) -> None:
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=APP_ID, enable_auto_commit=False)
-    await c.start()
-    try:
-        tps = [TopicPartition(t.name, p) for t in topics.KAFKA_TOPICS for p in range(t.partitions)]
-        c.assign(tps)
-        await c.commit(dict(await c.end_offsets(tps)))
     finally:
         await c.stop()
 
@@ -349,7 +339,7 @@ async def bench_kafka(
     bootstrap = settings.kafka.bootstrap
     tmp = REPO / ".services" / "bench-streams" / uuid.uuid4().hex[:8]
     tmp.mkdir(parents=True)
-    await _fast_forward(bootstrap)
+    await skip_to_end(bootstrap, APP_ID)
     watch = Watch(bootstrap)
     await watch.start()
     worker = start_worker(tmp)

@@ -446,36 +446,6 @@ def _cityfix_argv() -> list[str]:
     return [sys.executable, "-c", "from cli.main import app; app()"]
 
 
-async def skip_backlog(settings: Settings, group: str) -> int:
-    """Move consumer group ``group`` to the end of every cityfix topic; how many it skips.
-
-    The records already there belong to earlier runs, tests or benchmarks sharing this
-    Kafka. A stream worker resuming from where its group last stopped (or, new, from the
-    beginning) works through all of them before this run's first report: the 20,000 raw
-    records one ``bench_streams`` run leaves kept the smoke scenario from seeing a single
-    incident of its own in two minutes. Called before anything of this run is published.
-    """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t.name, p) for t in KAFKA_TOPICS for p in range(t.partitions)]
-        consumer.assign(tps)
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        skipped = 0
-        for tp in tps:
-            at = await consumer.committed(tp)
-            skipped += ends[tp] - max(starts[tp], at if at is not None else 0)
-        await consumer.commit(ends)
-        return skipped
-    finally:
-        await consumer.stop()
-
-
 def _clear_plans(settings: Settings, crew_ids: list[str]) -> None:
     """Forget earlier runs' retained crew plans, so crews start the day empty-handed."""
     from core.mqtt import service_client
@@ -519,6 +489,7 @@ async def _run(settings: Settings, opts: DemoOptions, console: Console) -> dict[
     import geo
     from cli import services
     from cli.cmd_simulate import ensure_identities
+    from core.kafka import skip_to_end
     from simulators.runner import identities_needed
     from simulators.scenario import DEFAULT_SCENARIO, load_scenario
     from simulators.summary import summarise
@@ -571,10 +542,15 @@ async def _run(settings: Settings, opts: DemoOptions, console: Console) -> dict[
             if proc.returncode:
                 raise CityfixError(f"`cityfix db migrate` failed with {proc.returncode}")
 
-        # Before this run publishes anything (the commands below included).
+        # Before this run publishes anything (the commands below included), the stream
+        # worker's group moves to the end of the topics. Records earlier runs, tests or
+        # benchmarks left there are not this city's day, and a worker resuming where its
+        # group stopped works through all of them first: the 20,000 raw records one
+        # ``bench_streams`` run leaves kept the smoke scenario from opening a single
+        # incident of its own in two minutes.
         group = settings.streams.worker_app_id
         try:
-            skipped = await skip_backlog(settings, group)
+            skipped = await skip_to_end(settings.kafka.bootstrap, group)
         except Exception as exc:  # a worker of the group still running elsewhere, say
             demo.say("demo", f"warning: could not skip the topics' backlog for {group}: {exc!r}")
         else:

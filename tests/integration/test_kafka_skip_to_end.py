@@ -1,4 +1,4 @@
-"""``cityfix demo`` starts its stream worker's group at the end of the topics (real Kafka)."""
+"""``core.kafka.skip_to_end``: a consumer group moved to the end of the topics (real Kafka)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from cli.cmd_demo import skip_backlog
 from core import topics
+from core.kafka import skip_to_end
 from core.settings import Settings
 
 
@@ -36,15 +36,15 @@ async def _committed_and_ends(settings: Settings, group: str) -> tuple[dict, dic
         await consumer.stop()
 
 
-def test_the_demo_workers_group_skips_what_is_already_on_the_topics() -> None:
+def test_a_group_skips_what_is_already_on_the_topics() -> None:
     settings = Settings()
     group = f"cityfix-demo-itest-{uuid.uuid4().hex[:8]}"
     asyncio.run(_produce(settings, 50))
 
-    skipped = asyncio.run(skip_backlog(settings, group))
+    skipped = asyncio.run(skip_to_end(settings.kafka.bootstrap, group))
     committed, ends = asyncio.run(_committed_and_ends(settings, group))
     assert skipped >= 50  # a new group would have started at the beginning of each topic
     assert committed == ends
 
     asyncio.run(_produce(settings, 5))
-    assert asyncio.run(skip_backlog(settings, group)) == 5  # only what came since
+    assert asyncio.run(skip_to_end(settings.kafka.bootstrap, group)) == 5  # only what came since

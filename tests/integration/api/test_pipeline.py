@@ -15,12 +15,12 @@ import uuid
 
 import pytest
 
+from core.kafka import skip_to_end
 from tests.integration.ingest.helpers import Bridges, free_port
 from tests.integration.streams.test_worker import (
     APP_PREFIX,
     Worker,
     _delete_app_topics,
-    _fast_forward,
 )
 
 pytestmark = pytest.mark.timeout(400)
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.timeout(400)
 def test_posted_request_joins_an_incident_and_get_shows_it(client, api_key, api_settings, tmp_path):
     uid = uuid.uuid4().hex[:8]
     app_id = APP_PREFIX + "api-" + uid
-    asyncio.run(_fast_forward(api_settings, app_id))
+    asyncio.run(skip_to_end(api_settings.kafka.bootstrap, app_id))
     env = {
         **os.environ,
         "CITYFIX_PG__DATABASE": api_settings.pg.database,

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 import geo
+from core.kafka import skip_to_end
 from core.settings import GeoSettings, PostgresSettings
 from store import schema
 from tests.integration.ingest.helpers import free_port
@@ -21,7 +22,6 @@ from tests.integration.streams.test_worker import (
     APP_PREFIX,
     Worker,
     _delete_app_topics,
-    _fast_forward,
     produce_reports,
 )
 from tests.unit.streams.conftest import DATA, fault_sites, point_along
@@ -66,7 +66,7 @@ def test_a_dedup_worker_and_a_store_worker_split_the_work(settings, pg, uid, tmp
     ids = [d["report_id"] for d in docs]
     app_id = APP_PREFIX + uid
     for group in (app_id, f"{app_id}-store"):
-        asyncio.run(_fast_forward(settings, group))
+        asyncio.run(skip_to_end(settings.kafka.bootstrap, group))
     env = {
         **os.environ,
         "CITYFIX_GEO__CITY": "aguascalientes",

@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 import geo
+from core.kafka import skip_to_end
 from core.settings import GeoSettings, Settings
 from tests.integration.ingest.helpers import free_port
 from tests.integration.streams.test_worker import (
@@ -24,7 +25,6 @@ from tests.integration.streams.test_worker import (
     IncidentTap,
     Worker,
     _delete_app_topics,
-    _fast_forward,
     produce_reports,
 )
 from tests.unit.streams.conftest import DATA, fault_sites, point_along
@@ -87,7 +87,7 @@ def test_a_second_worker_takes_over_partitions_and_their_state(settings, uid, tm
         reports.append(docs)
     fault_of = {d["report_id"]: f for f, docs in enumerate(reports) for d in docs}
     app_id = APP_PREFIX + uid
-    asyncio.run(_fast_forward(settings, app_id))
+    asyncio.run(skip_to_end(settings.kafka.bootstrap, app_id))
     tap = IncidentTap(settings, set(fault_of), app_id)
     tap.dump_to = tmp_path / "incidents.json"
 

@@ -27,6 +27,7 @@ from cli import mosquitto
 from cli.mosquitto import IdentityKind
 from core import topics
 from core.errors import NotFound
+from core.kafka import skip_to_end
 from core.settings import GeoSettings, Settings
 from tests.integration.ingest.helpers import Bridges, Publisher, free_port
 from tests.integration.procs import CityfixProcess
@@ -73,21 +74,6 @@ async def _delete_app_topics(settings: Settings, app_id: str) -> None:
             await admin.delete_topics(mine)
     finally:
         await admin.close()
-
-
-async def _fast_forward(settings: Settings, group: str) -> None:
-    """Commit the end of every input topic for ``group``: the test sees only its own records."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t.name, p) for t in topics.KAFKA_TOPICS for p in range(t.partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.commit({tp: off for tp, off in ends.items()})
-    finally:
-        await consumer.stop()
 
 
 class IncidentTap:
@@ -237,7 +223,7 @@ def test_thousand_reports_of_hundred_faults_survive_a_sigkilled_worker(
     fault_of = {d["report_id"]: f for f, docs in enumerate(reports) for d in docs}
     app_id = APP_PREFIX + uid
 
-    asyncio.run(_fast_forward(settings, app_id))
+    asyncio.run(skip_to_end(settings.kafka.bootstrap, app_id))
     tap = IncidentTap(settings, set(fault_of), app_id)
     tap.dump_to = tmp_path / "incidents.json"
     env = {

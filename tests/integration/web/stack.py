@@ -20,10 +20,11 @@ from typing import Any, Self
 
 import httpx
 import paho.mqtt.client as mqtt
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core import topics
+from core.kafka import skip_to_end
 from core.schemas import Evidence, Incident, dumps
 from core.settings import Settings
 from tests.integration.procs import CITYFIX, REPO, CityfixProcess
@@ -63,23 +64,7 @@ def run_async(make: Callable[[], Any], timeout_s: float = 60) -> Any:
 
 def fast_forward(settings: Settings, group: str) -> None:
     """Commit the end of every topic for consumer ``group``: it sees only new records."""
-
-    async def go() -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            tps = [
-                TopicPartition(t.name, p) for t in topics.KAFKA_TOPICS for p in range(t.partitions)
-            ]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            await consumer.commit(dict(ends.items()))
-        finally:
-            await consumer.stop()
-
-    run_async(go)
+    run_async(lambda: skip_to_end(settings.kafka.bootstrap, group))
 
 
 class Proc(CityfixProcess):
