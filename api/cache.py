@@ -50,9 +50,11 @@ class Rendered:
 class AnswerCache:
     """Rendered answers by key for ``ttl_s`` seconds; ``ttl_s == 0`` disables it.
 
-    Stale while revalidating: once an answer has been rendered, a request after its
-    ``ttl_s`` still gets it at once while one background task renders the next, so no
-    request waits for a render except the very first for a key.
+    Stale while revalidating: a request within ``ttl_s`` after an answer expired still
+    gets it at once while one background task renders the next, so under steady traffic
+    no request waits for a render. An answer is never served more than ``2 * ttl_s``
+    after it was rendered (plus the render time): after a quiet spell the first request
+    waits for a fresh one.
     """
 
     def __init__(self, ttl_s: float, max_keys: int = 256,
@@ -60,7 +62,7 @@ class AnswerCache:
         self.ttl_s = ttl_s
         self.max_keys = max_keys
         self.clock = clock
-        self._entries: dict[str, tuple[float, Rendered]] = {}
+        self._entries: dict[str, tuple[float, Rendered]] = {}  # key -> (expires at, answer)
         self._inflight: dict[str, asyncio.Task[Rendered]] = {}
 
     def __repr__(self) -> str:
@@ -80,22 +82,25 @@ class AnswerCache:
         self._entries[key] = (self.clock() + self.ttl_s, rendered)
         return rendered
 
+    def _start(self, key: str, make: Callable[[], Awaitable[Rendered]]) -> asyncio.Task[Rendered]:
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._render(key, make))
+            self._inflight[key] = task
+            task.add_done_callback(_consume)
+        return task
+
     async def get(self, key: str, make: Callable[[], Awaitable[Rendered]]) -> Rendered:
         """The cached answer for ``key``, or the one ``make`` renders now."""
         if self.ttl_s <= 0:
             return await make()
         hit = self._entries.get(key)
-        task = self._inflight.get(key)
-        if hit is not None:
-            if hit[0] <= self.clock() and task is None:
-                task = asyncio.create_task(self._render(key, make))
-                self._inflight[key] = task
-                task.add_done_callback(_consume)
+        now = self.clock()
+        if hit is not None and now < hit[0]:
             return hit[1]
-        if task is None:
-            task = asyncio.create_task(self._render(key, make))
-            self._inflight[key] = task
-            task.add_done_callback(_consume)
+        task = self._start(key, make)
+        if hit is not None and now < hit[0] + self.ttl_s:
+            return hit[1]
         return await asyncio.shield(task)
 
 

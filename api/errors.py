@@ -23,6 +23,7 @@ ServiceUnavailable      503
 from __future__ import annotations
 
 import logging
+import math
 
 import orjson
 import psycopg
@@ -122,7 +123,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RateLimited)
     async def _limited(request: Request, exc: RateLimited) -> Response:
         request.app.state.service.metrics.rate_limited.inc()
-        return error_response(request, 429, str(exc), {"Retry-After": "60"})
+        retry_after = str(max(1, math.ceil(exc.retry_after_s)))
+        return error_response(request, 429, str(exc), {"Retry-After": retry_after})
 
     @app.exception_handler(ServiceUnavailable)
     async def _unavailable(request: Request, exc: ServiceUnavailable) -> Response:

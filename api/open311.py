@@ -130,21 +130,35 @@ def w3c(dt: datetime | None) -> str | None:
     return text + "Z"
 
 
+# The datetimes a request may name: wide enough for any real date, narrow enough that a
+# window of 90 days around one stays a valid datetime.
+_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def parse_w3c(value: str, name: str) -> datetime:
     """Parse a W3C datetime; a zone is required (a bare date means UTC midnight)."""
     text = value.strip()
+    dt: datetime | None
     if _DATE_ONLY.match(text):
         try:
-            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+            dt = datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
         except ValueError as exc:
             raise bad_request(f"{name}: not a valid date: {value!r}") from exc
-    try:
-        dt = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError as exc:
-        raise bad_request(f"{name}: not a W3C datetime: {value!r}") from exc
-    if dt.tzinfo is None:
-        raise bad_request(f"{name}: the datetime needs a zone (Z or +HH:MM): {value!r}")
-    return dt.astimezone(UTC)
+    else:
+        try:
+            dt = datetime.fromisoformat(text.replace("z", "Z"))
+        except ValueError as exc:
+            raise bad_request(f"{name}: not a W3C datetime: {value!r}") from exc
+        if dt.tzinfo is None:
+            raise bad_request(f"{name}: the datetime needs a zone (Z or +HH:MM): {value!r}")
+        try:
+            dt = dt.astimezone(UTC)
+        except OverflowError:  # a zone offset pushing year 1 or 9999 out of range
+            dt = None
+    if dt is None or not _EARLIEST <= dt <= _LATEST:
+        raise bad_request(f"{name}: out of range ({_EARLIEST.year} to {_LATEST.year}): {value!r}")
+    return dt
 
 
 # --- POST requests ---------------------------------------------------------------------
@@ -305,6 +319,11 @@ def parse_new_request(
     ``attribute[CODE][]``). A location is required: ``lat`` and ``long``, or an
     ``address_string`` / ``address_id`` (accepted only where it can be placed).
     """
+    for name, value in pairs:
+        # No text column or JSON value of the store can hold one: refused here, before
+        # anything is published, rather than by the database after.
+        if "\x00" in name or "\x00" in value:
+            raise bad_request(f"{name[:64]!r}: contains a NUL character")
     code = _one(form, "service_code")
     if code is None:
         raise bad_request("service_code: required")

@@ -29,7 +29,7 @@ CHILD = {
     "endpoints": "endpoint",
     "formats": "format",
     "notes": "note",
-    "service_request_updates": "request_update",
+    "service_requests_updates": "request_update",  # mySociety's spelling, as its clients read it
 }
 
 

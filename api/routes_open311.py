@@ -7,6 +7,7 @@ Every route answers in the format its path ends with (``.xml``, required by the 
 from __future__ import annotations
 
 import logging
+import math
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ from api.models import (
     TokenOut,
 )
 from api.render import render
+from api.service import NotSent
 from api.services import service as find_service
 from core.errors import InvalidMessage, RateLimited
 from core.schemas import CitizenReport, parse
@@ -71,6 +73,10 @@ def _responses(model: Any, *codes: int) -> dict[int | str, dict[str, Any]]:
 Jurisdiction = Annotated[
     str | None, Query(description="This endpoint serves one jurisdiction; optional.")
 ]
+
+
+def _joined(values: list[str] | None) -> str | None:
+    return ",".join(values) if values else None
 
 
 def _answer(fmt: Format, root: str, doc: Any, status_code: int = 200) -> Response:
@@ -150,8 +156,8 @@ async def create_request(
 ) -> Response:
     """Create a request; its ``attribute[CODE]`` / ``attribute[CODE][]`` fields as defined.
 
-    The report is published to the pipeline (MQTT, QoS 1) and recorded, so a GET finds it
-    at once. ``api_key`` is required; personal data is kept apart and never returned.
+    The report is recorded, so a GET finds it at once, and published to the pipeline
+    (MQTT, QoS 1). ``api_key`` is required; personal data is kept apart and never returned.
     """
     form = await request.form()
     pairs = [(k, v) for k, v in request.query_params.multi_items()]
@@ -163,7 +169,9 @@ async def create_request(
     address = request.client.host if request.client else "unknown"
     wait = service.address_limiter.retry_after_s(address)
     if wait:
-        raise RateLimited(f"too many requests from this address; retry in {wait:.0f} s")
+        raise RateLimited(
+            f"too many requests from this address; retry in {math.ceil(wait)} s", wait
+        )
     keys = fields.get("api_key") or []
     if not keys or not keys[-1]:
         raise o311.Open311Error(403, "api_key: required to create a request")
@@ -174,7 +182,9 @@ async def create_request(
         )
     wait = service.key_limiter.retry_after_s(f"key:{key['key_id']}")
     if wait:
-        raise RateLimited(f"too many requests for this api_key; retry in {wait:.0f} s")
+        raise RateLimited(
+            f"too many requests for this api_key; retry in {math.ceil(wait)} s", wait
+        )
     new = o311.parse_new_request(fields, pairs, now=service.now())
     client_id = o311.client_id_for_key(key["name"])
     try:
@@ -193,37 +203,40 @@ async def create_request(
         )
     except InvalidMessage as exc:
         raise o311.bad_request(str(exc)) from exc
-    await service.publish_report(client_id, report)
+    # Recorded first, in one transaction, then published: a 200 means both happened. A
+    # value the database refuses is the client's 400 and nothing reaches the pipeline. A
+    # report that could not be sent is taken back (503, the client may retry); one sent
+    # but not acknowledged in time stays recorded, as it may still arrive.
+    await service.db(
+        api_queries.record_request,
+        report={
+            "report_id": new.report_id,
+            "reported_at": report.reported_at,
+            "category": new.service_code,
+            "lat": new.lat,
+            "lon": new.lon,
+            "description": new.description,
+            "media_url": new.media_url,
+            "asset_id": new.asset_id,
+            "client_id": client_id,
+        },
+        address_string=new.address_string,
+        address_id=new.address_id,
+        attributes=new.attributes,
+        api_key_name=key["name"],
+        device_id=new.device_id,
+        contact={
+            "email": new.contact.email,
+            "phone": new.contact.phone,
+            "first_name": new.contact.first_name,
+            "last_name": new.contact.last_name,
+        },
+    )
     try:
-        await service.db(
-            api_queries.record_request,
-            report={
-                "report_id": new.report_id,
-                "reported_at": report.reported_at,
-                "category": new.service_code,
-                "lat": new.lat,
-                "lon": new.lon,
-                "description": new.description,
-                "media_url": new.media_url,
-                "asset_id": new.asset_id,
-                "client_id": client_id,
-            },
-            address_string=new.address_string,
-            address_id=new.address_id,
-            attributes=new.attributes,
-            api_key_name=key["name"],
-            device_id=new.device_id,
-            contact={
-                "email": new.contact.email,
-                "phone": new.contact.phone,
-                "first_name": new.contact.first_name,
-                "last_name": new.contact.last_name,
-            },
-        )
-    except Exception:  # the report is in the pipeline; its sink will record it
-        log.exception(
-            "request published but not recorded yet", extra={"report_id": str(new.report_id)}
-        )
+        await service.publish_report(client_id, report)
+    except NotSent:
+        await service.db(api_queries.forget_request, str(new.report_id), report.reported_at)
+        raise
     service.cache.clear()  # lists now include this request
     service.metrics.open311_created.labels(new.service_code).inc()
     log.info(
@@ -249,13 +262,16 @@ async def list_requests(
     service: Service,
     jurisdiction_id: Jurisdiction = None,
     service_request_id: Annotated[
-        str | None, Query(description="Comma-separated ids; overrides every other filter.")
+        list[str] | None,
+        Query(description="Comma-separated ids, or repeated; overrides every other filter."),
     ] = None,
-    service_code: Annotated[str | None, Query(description="Comma-separated service codes.")] = None,
+    service_code: Annotated[
+        list[str] | None, Query(description="Service codes, comma-separated or repeated.")
+    ] = None,
     start_date: Annotated[str | None, Query(description="W3C datetime with a zone.")] = None,
     end_date: Annotated[str | None, Query(description="W3C datetime with a zone.")] = None,
     status: Annotated[
-        str | None, Query(description="open, closed, or both comma-separated.")
+        list[str] | None, Query(description="open, closed, or both (comma-separated or repeated).")
     ] = None,
     page: Annotated[str | None, Query(description="Page number, from 1 (extension).")] = None,
     page_size: Annotated[
@@ -269,11 +285,12 @@ async def list_requests(
     o311.check_jurisdiction(jurisdiction_id, service.settings.api.jurisdiction_id)
     q = o311.parse_request_query(
         {
-            "service_request_id": service_request_id,
-            "service_code": service_code,
+            # The spec lets a list parameter be declared several times, comma delimited.
+            "service_request_id": _joined(service_request_id),
+            "service_code": _joined(service_code),
             "start_date": start_date,
             "end_date": end_date,
-            "status": status,
+            "status": _joined(status),
             "page": page,
             "page_size": page_size,
             "bbox": bbox,
@@ -362,4 +379,4 @@ async def request_updates(
     rows = await service.db(
         api_queries.request_updates, start=q.start, end=q.end, limit=o311.DEFAULT_LIMIT
     )
-    return _answer(fmt, "service_request_updates", o311.updates_doc(rows))
+    return _answer(fmt, "service_requests_updates", o311.updates_doc(rows))

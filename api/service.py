@@ -72,12 +72,17 @@ class MqttPublisher:
         return self.client is not None and self.client.is_connected()
 
     async def publish(self, topic: str, payload: bytes, timeout_s: float) -> None:
-        """Publish with QoS 1 and wait for the broker's PUBACK, or raise ServiceUnavailable."""
+        """Publish with QoS 1 and wait for the broker's PUBACK, or raise ServiceUnavailable.
+
+        ``NotSent`` when the message never left; after it left, a missing PUBACK raises
+        plain ``ServiceUnavailable``: the client keeps the message and sends it again once
+        it reconnects, so it may still arrive.
+        """
         client = self.client
         deadline = asyncio.get_running_loop().time() + timeout_s
         while client is None or not client.is_connected():  # (re)connecting: wait a little
             if asyncio.get_running_loop().time() > deadline:
-                raise ServiceUnavailable("mqtt: not connected to the broker")
+                raise NotSent("mqtt: not connected to the broker")
             await asyncio.sleep(0.05)
             client = self.client
         info = client.publish(topic, payload, qos=1)
@@ -87,6 +92,10 @@ class MqttPublisher:
             raise ServiceUnavailable(f"mqtt: publish failed: {exc}") from exc
         if not info.is_published():
             raise ServiceUnavailable(f"mqtt: no PUBACK within {timeout_s:g} s")
+
+
+class NotSent(ServiceUnavailable):
+    """A message that was never handed to the broker."""
 
 
 class ApiService:
@@ -129,10 +138,6 @@ class ApiService:
         )
         self.pool.open(wait=False)
         self.mqtt.start()
-        try:
-            await self.db(api_queries.ensure_api_schema)
-        except ServiceUnavailable as exc:
-            log.warning("database not ready at start: %s", exc)
         try:
             await self.producer()
         except ServiceUnavailable as exc:

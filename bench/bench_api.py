@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from api.auth import Role, hash_password, issue_token  # noqa: E402
 from core.schemas import CitizenReport, Evidence, Incident, Transition  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from store import api_queries, queries  # noqa: E402
+from store import queries  # noqa: E402
 from store.schema import migrate  # noqa: E402
 from store.writers import Writer  # noqa: E402
 
@@ -194,7 +194,6 @@ def main() -> None:
     try:
         with psycopg.connect(settings.pg.dsn, autocommit=True) as conn:
             migrate(conn)
-            api_queries.ensure_api_schema(conn)
             queries.create_user(conn, "bench", hash_password("bench-password"), "viewer")
         asyncio.run(seed(settings))
         token = issue_token("bench", Role.VIEWER, secret=settings.api.secret_key.get_secret_value(),

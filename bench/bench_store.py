@@ -194,7 +194,6 @@ def main() -> None:
             ).fetchone()[0]
             for table in ("telemetry", "incidents", "incident_events", "reports")
         }
-        api_queries.ensure_api_schema(c)
         some_request = c.execute("SELECT report_id FROM reports LIMIT 1 OFFSET 5000").fetchone()[0]
         now = datetime.now(UTC)
         week = now - timedelta(days=7)

@@ -80,7 +80,11 @@ class PermissionDenied(CityfixError):
 
 
 class RateLimited(CityfixError):
-    """Too many requests for one key or address."""
+    """Too many requests for one key or address; ``retry_after_s`` says when to come back."""
+
+    def __init__(self, message: str, retry_after_s: float = 60.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class SolverError(CityfixError):

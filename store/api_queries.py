@@ -1,9 +1,9 @@
 """Queries the web service needs beyond ``store.queries`` (sync psycopg, plain dicts).
 
 - Open311 request rows with everything a GeoReport answer shows: the address and typed
-  attributes given with the request (table ``open311_details``, created by
-  ``ensure_api_schema``), the state of the incident the report joined, the reason of its
-  last transition and, for one request, the incident's history.
+  attributes given with the request (table ``open311_details``), the state of the
+  incident the report joined, the reason of its last transition and, for one request,
+  the incident's history.
 - Recording a POSTed request at once (report row, details, contact) so a GET finds it
   before the pipeline's sink writes the same report row (the sink's insert is
   ``ON CONFLICT DO NOTHING`` on the same key, so the two never disagree).
@@ -23,23 +23,6 @@ from psycopg.types.json import Jsonb
 
 from store._db import Db, cursor, fetch
 from store.queries import incident_filters
-
-API_SCHEMA = """
-CREATE TABLE IF NOT EXISTS open311_details (
-    report_id       uuid        PRIMARY KEY,
-    address_string  text,
-    address_id      text,
-    attributes      jsonb       NOT NULL DEFAULT '{}',
-    api_key_name    text,
-    device_id       text,
-    created_at      timestamptz NOT NULL DEFAULT now()
-)
-"""
-
-
-def ensure_api_schema(db: Db) -> None:
-    """Create the web service's own table if it is missing (idempotent)."""
-    fetch(db, API_SCHEMA)
 
 
 def ping(db: Db) -> None:
@@ -159,6 +142,17 @@ def record_request(
                     contact.get("last_name"),
                 ),
             )
+
+
+def forget_request(db: Db, report_id: str, reported_at: datetime) -> None:
+    """Take back what ``record_request`` wrote, for a request that never reached the pipeline."""
+    rid = UUID(report_id)
+    with cursor(db) as cur:
+        cur.execute(b"DELETE FROM reporter_contacts WHERE report_id = %s", (rid,))
+        cur.execute(b"DELETE FROM open311_details WHERE report_id = %s", (rid,))
+        cur.execute(
+            b"DELETE FROM reports WHERE report_id = %s AND reported_at = %s", (rid, reported_at)
+        )
 
 
 def request_exists(db: Db, report_id: str) -> bool:

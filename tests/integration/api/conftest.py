@@ -18,7 +18,7 @@ from psycopg import sql
 from api.app import create_app
 from api.auth import Role, hash_password, issue_token, key_digest, new_api_key
 from core.settings import Settings
-from store import api_queries, queries
+from store import queries
 from store.schema import migrate
 
 with warnings.catch_warnings():
@@ -50,7 +50,6 @@ def api_settings(settings: Settings) -> Iterator[Settings]:
     test_settings = settings.model_copy(update={"pg": pg, "api": api, "geo": geo})
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
         migrate(conn)
-        api_queries.ensure_api_schema(conn)
     try:
         yield test_settings
     finally:

@@ -41,6 +41,9 @@ def test_posts_are_rate_limited_per_key_and_per_address(api_settings, api_key, d
         limited = _post(c, api_key)
         assert limited.status_code == 429 and "Retry-After" in limited.headers
         assert limited.json()[0]["code"] == 429 and "api_key" in limited.json()[0]["description"]
+        # The header says what the body says.
+        wait = limited.headers["Retry-After"]
+        assert 1 <= int(wait) <= 60 and f"retry in {wait} s" in limited.json()[0]["description"]
         assert _post(c, other).status_code == 200  # another key, same address
         by_address = _post(c, other)
         assert by_address.status_code == 429 and "address" in by_address.json()[0]["description"]
@@ -74,6 +77,20 @@ def test_readyz_says_which_server_failed(api_settings):
         assert checks["database"] == "ok" and checks["mqtt"] == "ok"
         assert checks["kafka"] != "ok"
         assert c.get("/healthz").status_code == 200
+
+
+def test_a_request_that_cannot_reach_the_broker_is_503_and_not_kept(api_settings, api_key, db):
+    mqtt_down = api_settings.mqtt.model_copy(update={"port": 1})
+    api = api_settings.api.model_copy(update={"publish_timeout_s": 1.0})
+    s = api_settings.model_copy(update={"mqtt": mqtt_down, "api": api})
+    marker = f"never sent {uuid.uuid4()}"
+    with TestClient(create_app(s)) as c:
+        resp = _post(c, api_key, description=marker, email="someone@example.org")
+    assert resp.status_code == 503 and "mqtt" in resp.json()[0]["description"]
+    # The request was recorded before the publish and taken back after it failed.
+    assert db.execute("SELECT count(*) FROM reports WHERE description = %s", (marker,)).fetchone()[
+        0
+    ] == 0
 
 
 @pytest.mark.timeout(60)

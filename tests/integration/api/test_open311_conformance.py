@@ -217,6 +217,13 @@ def test_post_error_cases(client, api_key, fmt):
     )
 
 
+def test_a_value_the_store_cannot_hold_is_400_and_nothing_is_recorded(client, api_key):
+    before = client.get(f"{V2}/requests.json", params={"service_code": "pothole"}).json()
+    assert_error(post(client, api_key, description="deep\x00hole"), 400, "json", "NUL")
+    after = client.get(f"{V2}/requests.json", params={"service_code": "pothole"}).json()
+    assert len(after) == len(before)
+
+
 def test_multivaluelist_attribute_with_brackets(client, api_key):
     resp = post(
         client,
@@ -282,6 +289,11 @@ def test_list_filters_paging_and_limits(client, api_key):
         f"{V2}/requests.json", params={"status": "closed", "service_code": "graffiti"}
     )
     assert closed.json() == []
+    repeated = client.get(
+        f"{V2}/requests.json",
+        params=[("service_code", "graffiti"), ("service_code", "flooding"), ("status", "open")],
+    )
+    assert set(ids) <= {r["service_request_id"] for r in repeated.json()}
     root = xml(client.get(f"{V2}/requests.xml", params={"service_code": "graffiti"}))
     assert len(root.findall("request")) == 3
 
@@ -304,6 +316,8 @@ def test_list_error_cases(client, fmt):
         ({"start_date": "2025-01-01T00:00:00"}, "zone"),
         ({"status": "fixed"}, "status"),
         ({"page_size": "5000"}, "page_size"),
+        ({"start_date": "9999-12-31T00:00:00Z"}, "out of range"),
+        ({"end_date": "0001-01-01T00:00:00+05:00"}, "out of range"),
     ]
     for params, fragment in bad:
         assert_error(client.get(f"{V2}/requests.{fmt}", params=params), 400, fmt, fragment)
@@ -392,7 +406,7 @@ def test_status_follows_the_incident_to_closed(client, api_key, api_settings):
         "CLOSED",
     ]
     root = xml(client.get(f"{V2}/servicerequestupdates.xml", params=window))
-    assert root.tag == "service_request_updates" and root.findall("request_update")
+    assert root.tag == "service_requests_updates" and root.findall("request_update")
 
 
 def test_a_merged_request_reads_duplicate_and_points_to_its_incident(client, api_key, api_settings):

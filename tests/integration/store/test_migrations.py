@@ -15,7 +15,7 @@ TABLES = {
     "reports", "sensor_alerts", "telemetry", "device_status", "crew_positions",
     "crew_status_events", "incident_events", "assignments", "dispatch_runs", "dead_letters",
     "incidents", "crews", "report_incident", "reporter_contacts", "api_keys", "users",
-    "schema_migrations",
+    "open311_details", "schema_migrations",
 }
 
 
@@ -60,7 +60,7 @@ def schema_snapshot(conn: psycopg.Connection) -> list[tuple]:
 def test_plain_mode_from_empty_then_rerun_applies_nothing(conn: psycopg.Connection) -> None:
     # Forced: even on a server with TimescaleDB, the plain path must work on its own.
     applied = store.migrate(conn, mode="postgres")
-    assert [m.version for m in applied] == [1, 2, 3]
+    assert [m.version for m in applied] == [1, 2, 3, 4]
     assert store.detect_mode(conn) == "postgres"
     before = schema_snapshot(conn)
     tables = {r[0] for r in conn.execute(
@@ -74,7 +74,7 @@ def test_plain_mode_from_empty_then_rerun_applies_nothing(conn: psycopg.Connecti
     assert store.migrate(conn, mode="postgres") == []
     assert store.migrate(conn) == []  # the recorded mode is kept
     assert schema_snapshot(conn) == before
-    assert [m.mode for m in store.applied_migrations(conn)] == ["postgres"] * 3
+    assert [m.mode for m in store.applied_migrations(conn)] == ["postgres"] * 4
     assert store.pending_migrations(conn) == []
 
 
@@ -101,13 +101,13 @@ def test_two_migrators_at_once_apply_each_version_once(pg: PostgresSettings) -> 
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(results) == [[], [], [1, 2, 3]]
+    assert sorted(results) == [[], [], [1, 2, 3, 4]]
 
 
 @needs_timescaledb
 def test_timescaledb_mode_from_empty_then_rerun_applies_nothing(conn: psycopg.Connection) -> None:
     applied = store.migrate(conn)
-    assert [m.version for m in applied] == [1, 2, 3]
+    assert [m.version for m in applied] == [1, 2, 3, 4]
     assert store.detect_mode(conn) == "timescaledb"
     hypertables = {r[0] for r in conn.execute(
         "SELECT hypertable_name FROM timescaledb_information.hypertables").fetchall()}

@@ -24,7 +24,6 @@ CLOSED = ["resolved", "closed", "duplicate", "merged"]
 @pytest.fixture
 async def city(pg: PostgresSettings, conn: psycopg.Connection) -> psycopg.Connection:
     store.migrate(conn, mode="postgres")
-    api_queries.ensure_api_schema(conn)
     rnd = random.Random(11)
     reports = [citizen_report(rnd, T0 + timedelta(minutes=i)) for i in range(6)]
     incidents = [

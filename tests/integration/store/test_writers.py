@@ -144,7 +144,6 @@ async def test_a_request_follows_its_incident_through_a_merge(
     b = incident("inc-b", 4, T0, reports=[], status="resolved")
     merged = incident("inc-a", 2, T0, reports=[r.report_id], status="merged", merged_into="inc-b")
     closed = ["resolved", "closed", "duplicate", "merged"]
-    api_queries.ensure_api_schema(conn)
     async with Writer(pg.dsn) as w:
         await w.write([r, a, b])
         [before] = api_queries.request_rows(conn, ids=[str(r.report_id)])

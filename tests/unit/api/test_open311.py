@@ -78,12 +78,21 @@ def test_asset_attribute_becomes_the_reports_asset_id():
         ([("description", "x" * 4001)], "longer than 4000"),
         ([("media_url", "ftp://x")], "http(s) URL"),
         ([("email", "nobody")], "not an email"),
+        ([("description", "a\x00b")], "NUL character"),
+        ([("attribute[lane]", "left\x00")], "NUL character"),
     ],
 )
 def test_bad_fields_are_400_naming_the_field(extra, fragment):
     with pytest.raises(o311.Open311Error) as err:
         parse(BASE + extra)
     assert err.value.code == 400 and fragment in err.value.description
+
+
+def test_a_datetime_attribute_beyond_the_calendar_is_400():
+    leak = [("service_code", "water_leak"), ("lat", "41.15"), ("long", "-8.61")]
+    with pytest.raises(o311.Open311Error, match="out of range") as err:
+        parse([*leak, ("attribute[noticed_at]", "9999-12-31T23:00:00-05:00")])
+    assert err.value.code == 400
 
 
 def test_description_of_exactly_4000_characters_is_accepted():
@@ -161,6 +170,21 @@ def test_dates_need_a_zone():
         o311.parse_request_query({"start_date": "2025-01-01T00:00:00"}, now=NOW)
     q = o311.parse_request_query({"start_date": "2025-01-01T01:00:00+01:00"}, now=NOW)
     assert q.start == datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"start_date": "9999-12-31T00:00:00Z"},
+        {"end_date": "0001-01-02T00:00:00Z"},
+        {"start_date": "0001-01-01T00:00:00+05:00"},
+        {"start_date": "0001-01-01"},
+    ],
+)
+def test_dates_beyond_the_calendar_are_400_not_a_crash(params):
+    with pytest.raises(o311.Open311Error, match="out of range") as err:
+        o311.parse_request_query(params, now=NOW)
+    assert err.value.code == 400
 
 
 def test_ids_override_every_other_filter():

@@ -67,8 +67,9 @@ def test_dead_letters_are_keyed_by_their_payload_digest() -> None:
 
 def test_migrations_are_ordered_and_differ_by_mode_only_where_they_should() -> None:
     plain, tsdb = load_migrations("postgres"), load_migrations("timescaledb")
-    assert [m.version for m in plain] == [m.version for m in tsdb] == [1, 2, 3]
+    assert [m.version for m in plain] == [m.version for m in tsdb] == [1, 2, 3, 4]
     assert plain[0].sql == tsdb[0].sql and plain[0].checksum == tsdb[0].checksum
+    assert plain[3].sql == tsdb[3].sql and "open311_details" in plain[3].sql
     assert "create_hypertable" in tsdb[1].sql and "create_hypertable" not in plain[1].sql
     assert "timescaledb.continuous" in tsdb[2].sql and "date_bin" in plain[2].sql
     for name in ("reports_hourly", "incidents_hourly", "incident_times_daily"):
