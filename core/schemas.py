@@ -110,7 +110,11 @@ class Priority(StrEnum):
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    # NaN and Infinity are not JSON numbers: a record carrying one is invalid input (the
+    # planner and the scorer cannot order or add them), refused like any other.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=False, allow_inf_nan=False
+    )
 
     v: Literal[1] = 1
 
@@ -253,7 +257,7 @@ class Incident(_Message):
     # What the fix needs, from the fault family: read by the dispatcher.
     skill: str | None = None
     service_s: float | None = Field(None, ge=0)
-    materials: dict[str, int] = Field(default_factory=dict)
+    materials: dict[str, NonNegativeInt] = Field(default_factory=dict)
 
 
 class Stop(_Message):
@@ -266,7 +270,7 @@ class Stop(_Message):
     service_s: float = 0.0
     pinned: bool = False
     # What the fix uses up from the truck, by material.
-    materials: dict[str, int] = Field(default_factory=dict)
+    materials: dict[str, NonNegativeInt] = Field(default_factory=dict)
 
 
 class LineString(_Message):

@@ -36,7 +36,7 @@ import multiprocessing
 import signal
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -390,14 +390,17 @@ class Dispatcher:
     async def _replan(self, trigger: str) -> None:
         cfg = self.settings.dispatch
         at = self.clock.now()
-        draft = self.world.draft(at, cfg)
         plan_id = f"{at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         try:
+            draft = self.world.draft(at, cfg)
             outcome: _worker.Outcome = await self._in_worker(
                 _worker.plan, draft, cfg, self.previous, plan_id
             )
         except (CityfixError, BrokenProcessPool) as exc:
             log.error("re-plan failed", extra={"trigger": trigger, "reason": repr(exc)})
+            return
+        except Exception:  # a defect, not a state of the world: the next plan may work
+            log.exception("re-plan failed", extra={"trigger": trigger})
             return
         for note in outcome.notes:
             log.debug("draft note: %s", note)
@@ -408,10 +411,16 @@ class Dispatcher:
             if first or not world.same_stops(self.published.get(crew_id), a)
         ]
         # Crews this world knows and left out (off shift, stood down, shift over) get an
-        # empty plan; crews outside this city's graph belong to another dispatcher.
+        # empty plan; crews outside this city's graph belong to another dispatcher, unless
+        # this plan gives one of their stops to a crew of its own (the crew drove out of
+        # the graph): a job is never on two crews' plans.
         drafted = {c.crew_id for c in draft.crews}
+        planned = {c.id for c in outcome.problem.crews}
+        taken = {s.incident_id for a in outcome.assignments.values() for s in a.stops}
         for crew_id, old in sorted(self.published.items()):
-            if not old.stops or crew_id in drafted or crew_id not in self.world.crews:
+            if not old.stops or crew_id in planned or crew_id not in self.world.crews:
+                continue
+            if crew_id in drafted and taken.isdisjoint(s.incident_id for s in old.stops):
                 continue
             where = self.world.crew_position(crew_id)
             lonlat = (where[1], where[0]) if where else old.route.coordinates[0]
@@ -453,11 +462,17 @@ class Dispatcher:
     async def _publish(self, plans: list[Assignment]) -> None:
         """Send every plan to Kafka (key = crew id) and MQTT (retained)."""
         assert self._producer is not None and self._mqtt is not None
-        sends: list[Awaitable[Any]] = []
-        for a in plans:
-            key = a.crew_id.encode()
-            sends.append(await self._producer.send(topics.ASSIGNMENTS, schemas.dumps(a), key=key))
-        results = await asyncio.gather(*sends, return_exceptions=True)
+        producer = self._producer
+
+        async def send(a: Assignment) -> Any:
+            # ``send`` itself raises when the record cannot even be queued (no metadata,
+            # buffer full): that crew's plan is not sent, the others still are.
+            delivered = await producer.send(
+                topics.ASSIGNMENTS, schemas.dumps(a), key=a.crew_id.encode()
+            )
+            return await delivered
+
+        results = await asyncio.gather(*(send(a) for a in plans), return_exceptions=True)
         for a, result in zip(plans, results, strict=True):
             if isinstance(result, BaseException):
                 log.error(

@@ -346,7 +346,7 @@ class World:
         jobs: list[JobDraft] = []
         pin_skills: dict[str, set[str]] = {}
         for inc in incidents.values():
-            job = self._job_draft(inc, at, settings)
+            job = self._job_draft(inc, at, settings, pinned_by.get(inc.incident_id))
             pin = self.pins.get(inc.incident_id)
             if pin is not None and inc.incident_id not in pinned_by:
                 crew_id = pin[0]
@@ -382,16 +382,20 @@ class World:
         st = view.status
         if st is None or st.status in _OFF_DUTY or view.stood_down:
             return None
-        shift_end = st.shift_end or at + timedelta(seconds=settings.default_shift_s)
-        shift_end_s = math.floor((shift_end - at).total_seconds())
-        if shift_end_s <= 0:
-            return None
         pinned = heading = None
         if st.incident_id in incidents:
             if st.status is CrewState.ON_SITE:
                 pinned = st.incident_id
             elif st.status is CrewState.EN_ROUTE:
                 heading = st.incident_id
+        shift_end = st.shift_end or at + timedelta(seconds=settings.default_shift_s)
+        shift_end_s = math.floor((shift_end - at).total_seconds())
+        if shift_end_s <= 0:
+            if pinned is None:
+                return None
+            # On site past the shift end: the crew finishes the job it is on (the plan's
+            # shift stretches to it) and is given nothing after it.
+            shift_end_s = 0
         if view.position is not None:
             lat, lon = view.position.lat, view.position.lon
         elif pinned is not None:
@@ -403,19 +407,19 @@ class World:
         stock = None if st.materials is None else dict(st.materials)
         return CrewDraft(view.crew_id, lat, lon, shift_end_s, skills, pinned, heading, stock)
 
-    def _job_draft(self, inc: Incident, at: datetime, settings: DispatchSettings) -> JobDraft:
+    def _job_draft(
+        self, inc: Incident, at: datetime, settings: DispatchSettings, pinned_to: str | None
+    ) -> JobDraft:
+        """The job of an incident; ``pinned_to`` is the crew of the draft working on it."""
         service = inc.service_s if inc.service_s is not None else settings.default_service_s
         materials = dict(inc.materials or FAMILY_MATERIALS.get(inc.family, {}))
-        for view in self.crews.values():
-            st = view.status
-            if (
-                st is not None
-                and st.status is CrewState.ON_SITE
-                and st.incident_id == inc.incident_id
-            ):
-                # Work under way: only what is left of it, with what is already unloaded.
-                service -= max(0.0, (at - st.at).total_seconds())
-                materials = {}
+        st = self.crews[pinned_to].status if pinned_to is not None else None
+        if st is not None and st.status is CrewState.ON_SITE and st.incident_id == inc.incident_id:
+            # Work under way: only what is left of it, with what is already unloaded. Only
+            # the crew the plan pins it to counts: a crew left out of the plan (stood down,
+            # no position) is not doing the work, and a second crew on site does not halve it.
+            service -= max(0.0, (at - st.at).total_seconds())
+            materials = {}
         skill = inc.skill or FAMILY_SKILLS.get(inc.family)
         return JobDraft(
             incident_id=inc.incident_id,

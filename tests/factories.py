@@ -66,3 +66,26 @@ def crew_status(crew_id: str = "crew-1", **over: Any) -> dict[str, Any]:
     doc = {"v": 1, "crew_id": crew_id, "status": "available", "incident_id": None, "at": now_iso()}
     doc.update(over)
     return doc
+
+
+def incident(incident_id: str = "inc-1", **over: Any) -> dict[str, Any]:
+    at = now_iso()
+    doc = {
+        "v": 1,
+        "incident_id": incident_id,
+        "status": "open",
+        "category": "pothole",
+        "family": "road_surface",
+        "priority": "P3",
+        "score": 30.0,
+        "score_breakdown": {"severity": 20.0},
+        "lat": 41.15,
+        "lon": -8.61,
+        "evidence": [{"kind": "report", "id": str(uuid.uuid4())}],
+        "reporters": 1,
+        "opened_at": at,
+        "updated_at": at,
+        "expected_at": at,
+    }
+    doc.update(over)
+    return doc

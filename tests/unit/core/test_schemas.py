@@ -12,6 +12,7 @@ from core.schemas import (
     CrewPosition,
     CrewStatus,
     DeviceStatus,
+    Incident,
     SensorAlert,
     Telemetry,
     dumps,
@@ -26,6 +27,7 @@ GOOD = [
     (DeviceStatus, f.device_status),
     (CrewPosition, f.crew_position),
     (CrewStatus, f.crew_status),
+    (Incident, f.incident),
 ]
 
 
@@ -56,6 +58,10 @@ BAD = [
     ("online not bool", DeviceStatus, f.device_status(online="maybe"), "online"),
     ("unknown crew status", CrewStatus, f.crew_status(status="napping"), "status"),
     ("heading out of range", CrewPosition, f.crew_position(heading_deg=400), "heading_deg"),
+    # Numbers the dispatcher orders and sums: one of these used to stop it at every start.
+    ("score not a number", Incident, f.incident(score=float("nan")), "score"),
+    ("service time infinite", Incident, f.incident(service_s=float("inf")), "service_s"),
+    ("negative material", Incident, f.incident(materials={"bags": -2}), "materials.bags"),
 ]
 
 

@@ -15,6 +15,7 @@ from core.schemas import Command, CommandKind, CrewPosition, CrewStatus, Inciden
 from core.settings import DispatchSettings, GeoSettings
 from dispatch import _worker, world
 from dispatch.model import TimeWindow
+from dispatch.solver import solve
 from dispatch.world import World
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "osm"
@@ -225,6 +226,47 @@ def test_on_site_work_is_pinned_and_en_route_work_is_heading(ags: geo.RoadGraph)
     assert problem.crew("c1").pinned_job == "fixing"
     assert problem.crew("c2").heading_to == "driving-to"
     assert problem.job("fixing").service_s == 1800 - 600, "only the time left on site"
+
+
+def test_a_crew_on_site_past_its_shift_end_finishes_its_job_and_gets_nothing_more(
+    ags: geo.RoadGraph,
+) -> None:
+    w = World()
+    w.apply_incident(incident("fixing", SOUTH, status="on_site", crew_id="c1", service_s=2700.0))
+    w.apply_incident(incident("waiting", CENTRE))
+    crew(w, "c1", SOUTH, "on_site", incident_id="fixing", at=NOW - timedelta(minutes=11),
+         shift_end=NOW - timedelta(minutes=1))
+    crew(w, "c2", WEST)
+
+    _, _, problem = problem_of(w, ags)
+
+    assert problem.crew("c1").pinned_job == "fixing", "the crew on it keeps it"
+    assert problem.crew("c1").shift == TimeWindow(0, 0)
+    assert problem.job("fixing").service_s == 2700 - 660
+    plan = solve(problem, SETTINGS)
+    stops = {r.crew_id: [s.job_id for s in r.stops] for r in plan.routes}
+    assert stops["c1"] == ["fixing"] and stops["c2"] == ["waiting"]
+
+
+def test_time_on_site_counts_once_and_only_for_the_crew_doing_the_job(ags: geo.RoadGraph) -> None:
+    w = World()
+    w.apply_incident(incident("fixing", SOUTH, status="on_site", crew_id="c1", service_s=2700.0))
+    for crew_id in ("c1", "c2"):
+        crew(w, crew_id, SOUTH, "on_site", incident_id="fixing", at=NOW - timedelta(minutes=10))
+
+    _, _, problem = problem_of(w, ags)
+    assert problem.job("fixing").service_s == 2700 - 600, "two crews on site: counted once"
+
+    stood_down = World()
+    stood_down.apply_incident(
+        incident("fixing", SOUTH, status="on_site", crew_id="c1", service_s=2700.0)
+    )
+    crew(stood_down, "c1", SOUTH, "on_site", incident_id="fixing", at=NOW - timedelta(minutes=10))
+    crew(stood_down, "c2", WEST)
+    stood_down.apply_command(command(CommandKind.CREW_UNAVAILABLE, crew_id="c1"))
+    _, _, problem = problem_of(stood_down, ags)
+    job = problem.job("fixing")
+    assert job.service_s == 2700 and job.materials, "nobody is on it: the whole job, with material"
 
 
 def test_incident_crew_fills_in_when_the_crew_said_nothing_newer(ags: geo.RoadGraph) -> None:
