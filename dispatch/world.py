@@ -131,7 +131,8 @@ def _plan_key(incident: Incident) -> tuple[object, ...] | None:
     """What of an incident the plan depends on; ``None`` when it is not a job.
 
     Open and assigned look alike here: the dispatcher's own plan turns one into the other,
-    and re-planning on that echo would only churn.
+    and re-planning on that echo would only churn. The score is left out too: aging moves
+    it every few minutes within a class, and the timer's re-plan takes that in.
     """
     if incident.status not in ACTIVE_STATUSES:
         return None
@@ -143,6 +144,8 @@ def _plan_key(incident: Incident) -> tuple[object, ...] | None:
         incident.skill,
         incident.family,
         incident.service_s,
+        tuple(sorted(incident.materials.items())),
+        incident.expected_at,
         incident.status if under_way else "waiting",
         incident.crew_id if under_way else None,
     )

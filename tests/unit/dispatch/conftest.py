@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+import geo
+from core.settings import GeoSettings
 from dispatch import solver
+
+DATA = Path(__file__).resolve().parents[3] / "data" / "osm"
+
+
+@pytest.fixture(scope="module")
+def ags(tmp_path_factory: pytest.TempPathFactory) -> geo.RoadGraph:
+    """The small test city's road graph, built once per module."""
+    settings = GeoSettings(
+        city="aguascalientes", osm_dir=DATA, cache_dir=tmp_path_factory.mktemp("geo-cache")
+    )
+    return geo.load_city(settings)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -10,9 +10,9 @@ import asyncio
 import time
 from typing import Any
 
-import geo
 from aiokafka.errors import KafkaTimeoutError
 
+import geo
 from core import topics
 from core.clock import Clock
 from core.schemas import Assignment
@@ -26,7 +26,6 @@ from tests.unit.dispatch.test_world import (
     NOW,
     SETTINGS,
     WEST,
-    ags,  # noqa: F401 - the module's road graph fixture
     crew,
     incident,
     position,
@@ -77,7 +76,9 @@ def stops(a: Assignment | None) -> list[str]:
     return [s.incident_id for s in a.stops] if a else []
 
 
-async def test_a_crew_that_drove_off_the_map_loses_the_jobs_given_to_another(ags) -> None:  # noqa: F811
+async def test_a_crew_that_drove_off_the_map_loses_the_jobs_given_to_another(
+    ags: geo.RoadGraph,
+) -> None:
     w = World()
     w.apply_incident(incident("hole", CENTRE))
     crew(w, "c1", WEST)
@@ -94,7 +95,9 @@ async def test_a_crew_that_drove_off_the_map_loses_the_jobs_given_to_another(ags
     assert stops(d._mqtt.plans[-1]) == [] and d._mqtt.plans[-1].crew_id == "c1"  # type: ignore[union-attr]
 
 
-async def test_a_plan_kafka_refuses_to_queue_is_left_out_and_the_others_go(ags) -> None:  # noqa: F811
+async def test_a_plan_kafka_refuses_to_queue_is_left_out_and_the_others_go(
+    ags: geo.RoadGraph,
+) -> None:
     w = World()
     w.apply_incident(incident("hole", CENTRE))
     crew(w, "c1", WEST)
@@ -108,7 +111,9 @@ async def test_a_plan_kafka_refuses_to_queue_is_left_out_and_the_others_go(ags) 
     assert (topics.ASSIGNMENTS, b"c2") in producer.sent
 
 
-async def test_a_failing_plan_is_logged_and_the_service_goes_on(ags, caplog) -> None:  # noqa: F811
+async def test_a_failing_plan_is_logged_and_the_service_goes_on(
+    ags: geo.RoadGraph, caplog: Any
+) -> None:
     w = World()
     crew(w, "c1", WEST)
     d = dispatcher(ags, w)

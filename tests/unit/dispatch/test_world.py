@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,13 +11,12 @@ import pytest
 
 import geo
 from core.schemas import Command, CommandKind, CrewPosition, CrewStatus, Incident
-from core.settings import DispatchSettings, GeoSettings
+from core.settings import DispatchSettings
 from dispatch import _worker, world
 from dispatch.model import TimeWindow
 from dispatch.solver import solve
 from dispatch.world import World
 
-DATA = Path(__file__).resolve().parents[3] / "data" / "osm"
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SETTINGS = DispatchSettings(time_limit_s=0.3)
 
@@ -28,14 +26,6 @@ SOUTH = (21.865, -102.275)
 CENTRE = (21.869, -102.270)
 EAST = (21.872, -102.265)
 FAR_AWAY = (41.15, -8.61)  # Porto
-
-
-@pytest.fixture(scope="module")
-def ags(tmp_path_factory: pytest.TempPathFactory) -> geo.RoadGraph:
-    settings = GeoSettings(
-        city="aguascalientes", osm_dir=DATA, cache_dir=tmp_path_factory.mktemp("geo-cache")
-    )
-    return geo.load_city(settings)
 
 
 def incident(incident_id: str, at: tuple[float, float] = CENTRE, **over: Any) -> Incident:
@@ -377,7 +367,14 @@ def test_what_triggers_a_replan() -> None:
     assert w.apply_incident(incident("a", version=3, status="assigned", score=33.0)) is None
     assert w.apply_incident(incident("a", version=4, priority="P1")) == "incident"
     assert w.apply_incident(incident("a", version=3)) is None, "an older version"
-    assert w.apply_incident(incident("a", version=5, status="resolved")) == "incident"
+    sooner = NOW + timedelta(hours=1)
+    assert w.apply_incident(incident("a", version=5, priority="P1", expected_at=sooner)) == (
+        "incident"
+    ), "a new deadline"
+    assert w.apply_incident(
+        incident("a", version=6, priority="P1", expected_at=sooner, materials={"asphalt_bags": 2})
+    ) == "incident", "new material needs"
+    assert w.apply_incident(incident("a", version=7, status="resolved")) == "incident"
     assert w.apply_incident(incident("b", status="closed")) is None
 
     assert w.apply_crew_status(status("c1")) == "crew"
