@@ -38,6 +38,10 @@ from store import api_queries
 log = logging.getLogger(__name__)
 
 
+class NotSent(ServiceUnavailable):
+    """A message that was never handed to the broker."""
+
+
 class MqttPublisher:
     """A paho-mqtt client on its own network thread, publishing with QoS 1."""
 
@@ -88,14 +92,12 @@ class MqttPublisher:
         info = client.publish(topic, payload, qos=1)
         try:
             await run_in_threadpool(info.wait_for_publish, timeout_s)
-        except (RuntimeError, ValueError) as exc:
+        except ValueError as exc:  # the client's queue is full: it dropped the message
+            raise NotSent(f"mqtt: publish failed: {exc}") from exc
+        except RuntimeError as exc:  # queued, then refused by the connection: retried later
             raise ServiceUnavailable(f"mqtt: publish failed: {exc}") from exc
         if not info.is_published():
             raise ServiceUnavailable(f"mqtt: no PUBACK within {timeout_s:g} s")
-
-
-class NotSent(ServiceUnavailable):
-    """A message that was never handed to the broker."""
 
 
 class ApiService:

@@ -394,17 +394,25 @@ async def _locate(kind: str, source: str, payloads: list[bytes]) -> None:
             await sink.route(*r)
 
 
+def _locate_batches(stream: Any) -> AsyncIterator[list[Any]]:
+    conf = settings().streams
+    batches: AsyncIterator[list[Any]] = stream.take(
+        conf.locate_batch_max, within=conf.locate_batch_wait_ms / 1000.0
+    )
+    return batches
+
+
 @app.agent(raw_reports)
 async def locate_reports(stream: AsyncIterator[Any]) -> None:
     """Citizen reports -> observations at their home cell (snapped in batches)."""
-    async for batch in stream.take(500, within=0.005):  # type: ignore[attr-defined]
+    async for batch in _locate_batches(stream):
         await _locate("report", topics.RAW_REPORTS, [v for v in batch if v is not None])
 
 
 @app.agent(raw_alerts)
 async def locate_alerts(stream: AsyncIterator[Any]) -> None:
     """Sensor alerts -> observations at their home cell."""
-    async for batch in stream.take(500, within=0.005):  # type: ignore[attr-defined]
+    async for batch in _locate_batches(stream):
         await _locate("alert", topics.RAW_SENSOR_ALERTS, [v for v in batch if v is not None])
 
 

@@ -61,3 +61,13 @@ def test_each_service_command_exists_in_the_cli(name):
     command = SERVICES[name]["command"]
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, f"`cityfix {' '.join(command)}`: {result.output}"
+
+
+def test_database_users_start_once_the_schema_is_migrated():
+    # Started only after `db migrate` exited 0, which starts once the server answers: the
+    # web service and the store read tables the migrations create.
+    assert SERVICES["migrate"]["depends_on"]["timescaledb"] == {"condition": "service_healthy"}
+    assert "healthcheck" in SERVICES["timescaledb"]
+    for name in ("api", "streams", "store"):
+        deps = SERVICES[name]["depends_on"]
+        assert deps["migrate"] == {"condition": "service_completed_successfully"}, name
