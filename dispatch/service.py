@@ -433,12 +433,17 @@ class Dispatcher:
             plan_id=plan_id,
             at=at,
             trigger=trigger,
-            jobs=len(outcome.problem.jobs),
+            # Every job of the draft: the ones planned, deferred to a later plan, and
+            # refused at snapping all count, and all but the planned ones are unassigned.
+            jobs=len(draft.jobs) + len(draft.deferred),
             crews=len(outcome.problem.crews),
             matrix_ms=round(outcome.matrix_ms, 1),
             solve_ms=round(outcome.solve_ms, 1),
             objective=float(plan.objective),
-            unassigned=len(plan.unassigned) + len(draft.deferred),
+            unassigned=len(plan.unassigned)
+            + len(draft.deferred)
+            + len(draft.jobs)
+            - len(outcome.problem.jobs),
             moved=outcome.moved,
         )
         assert self._producer is not None

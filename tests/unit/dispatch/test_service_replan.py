@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaTimeoutError
 import geo
 from core import topics
 from core.clock import Clock
-from core.schemas import Assignment
+from core.schemas import Assignment, DispatchRun, parse
 from core.settings import Settings
 from dispatch import _worker
 from dispatch.service import Dispatcher
@@ -36,6 +36,7 @@ class Producer:
     def __init__(self, refuse: set[str] | None = None) -> None:
         self.refuse = refuse or set()
         self.sent: list[tuple[str, bytes]] = []
+        self.runs: list[DispatchRun] = []
 
     async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
         if key.decode() in self.refuse:
@@ -47,6 +48,7 @@ class Producer:
 
     async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
         self.sent.append((topic, key))
+        self.runs.append(parse(DispatchRun, value))
 
 
 class Mqtt:
@@ -125,3 +127,19 @@ async def test_a_failing_plan_is_logged_and_the_service_goes_on(
     await d._replan("timer")  # does not raise
 
     assert d.runs == 0 and "re-plan failed" in caplog.text
+
+
+async def test_the_run_record_counts_every_job_and_every_one_left_out(
+    ags: geo.RoadGraph,
+) -> None:
+    w = World()
+    w.apply_incident(incident("hole", CENTRE))
+    w.apply_incident(incident("elsewhere", FAR_AWAY))  # refused at snapping
+    crew(w, "c1", WEST)
+    producer = Producer()
+    d = dispatcher(ags, w, producer)
+
+    await d._replan("start")
+
+    [run] = producer.runs
+    assert (run.jobs, run.crews, run.unassigned) == (2, 1, 1)
