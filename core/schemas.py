@@ -10,6 +10,7 @@ refused with an error that names the field (see ``parse``).
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -354,6 +355,21 @@ class RequestStatus(_Message):
 M = TypeVar("M", bound=BaseModel)
 
 
+# A JSON ``\u0000`` escape (not an escaped backslash followed by "u0000"): a NUL character,
+# which no text or JSON column of PostgreSQL can hold.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def refuse_nul(payload: bytes | str) -> None:
+    """Raise ``InvalidMessage`` if a JSON text holds an escaped NUL character."""
+    if isinstance(payload, bytes):
+        if b"\\u0000" not in payload:  # the usual case, without decoding
+            return
+        payload = payload.decode("utf-8", "replace")
+    if "\\u0000" in payload and _NUL_ESCAPE.search(payload):
+        raise InvalidMessage("a text holds a NUL character (\\u0000)", field="payload")
+
+
 def parse(model: type[M], payload: bytes | str | dict[str, Any]) -> M:
     """Parse ``payload`` as ``model``; on failure raise ``InvalidMessage`` naming the field."""
     try:
@@ -361,6 +377,7 @@ def parse(model: type[M], payload: bytes | str | dict[str, Any]) -> M:
             return model.model_validate(payload)
         if isinstance(payload, bytes | bytearray):
             payload = bytes(payload).decode("utf-8")
+        refuse_nul(payload)
         return model.model_validate_json(payload)
     except UnicodeDecodeError as exc:
         raise InvalidMessage(f"payload is not UTF-8 ({exc.reason})", field="payload") from exc

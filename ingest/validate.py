@@ -38,6 +38,7 @@ from core.schemas import (
     Telemetry,
     dumps,
     parse,
+    refuse_nul,
 )
 from core.topics import MqttKind
 
@@ -143,6 +144,7 @@ def _accept(inbound: topics.InboundTopic, payload: bytes, max_payload_bytes: int
     size = len(payload)
     if size > max_payload_bytes:
         raise PayloadTooLarge(f"{size} bytes, over the limit of {max_payload_bytes}", "payload")
+    refuse_nul(payload)
     try:
         doc: Any = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:

@@ -79,3 +79,13 @@ def test_malformed_json_and_non_objects_are_payload_errors():
         with pytest.raises(InvalidMessage) as err:
             parse(CitizenReport, payload)
         assert err.value.field == "payload"
+
+
+def test_a_nul_character_in_any_text_is_refused_and_its_spelling_out_is_not():
+    # PostgreSQL text and jsonb cannot hold one: such a report would be dropped by the
+    # store, with every version of the incident that quotes it.
+    with pytest.raises(InvalidMessage) as err:
+        parse(CitizenReport, json.dumps(f.report(description="deep\x00hole")).encode())
+    assert err.value.field == "payload" and "NUL" in str(err.value)
+    spelled = parse(CitizenReport, json.dumps(f.report(description="a \\u0000 b")).encode())
+    assert spelled.description == "a \\u0000 b"

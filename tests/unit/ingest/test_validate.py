@@ -118,6 +118,7 @@ def test_a_payload_claiming_another_identity_is_a_mismatch(topic, doc, field):
             "reported_at",
         ),
         (json.dumps(factories.report(v=2)).encode(), SCHEMA, "v"),
+        (json.dumps(factories.report(description="a\x00b")).encode(), SCHEMA, "payload"),
         (json.dumps(factories.report(extra="x")).encode(), SCHEMA, "extra"),
         (
             json.dumps({k: v for k, v in factories.report().items() if k != "category"}).encode(),
