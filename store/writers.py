@@ -10,9 +10,11 @@ tables with ``INSERT ... SELECT ... ON CONFLICT`` in one transaction, so:
   of its history lands in ``incident_events`` exactly once;
 * a crew's current status, position and plan each move forward only in time.
 
-On a lost or refused connection a write retries with capped exponential backoff and does
-not return until the batch is committed, so a caller that commits its Kafka offsets
-after the call returns never skips unwritten data. A batch the database rejects for its
+On a lost or refused connection, or any error about the database rather than the rows
+(read-only after a failover, a missing table or privilege, not migrated yet), a write
+retries with capped exponential backoff and does not return until the batch is
+committed, so a caller that commits its Kafka offsets after the call returns never skips
+unwritten data. A batch the database rejects for its
 content (not for an outage) is retried row by row and the rows it still rejects are
 logged and counted, so one bad row cannot wedge a stream.
 """
@@ -51,7 +53,11 @@ from store import rows as R
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+# What the database says about the rows themselves (a value out of range, a broken
+# constraint): those rows are rejected and the rest written. Every other error is about
+# the database (down, read-only after a failover, a missing table or privilege, not
+# migrated yet): the batch waits and is retried, so nothing is acknowledged unwritten.
+_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 
 
 def _stage(table: str) -> str:
@@ -311,7 +317,9 @@ class Writer:
                                "outage_s": round(time.monotonic() - down_since, 1)},
                     )
                 return
-            except _TRANSIENT as exc:
+            except _ROW_ERRORS:
+                raise
+            except (psycopg.Error, ConfigError) as exc:
                 await self._drop()
                 down_since = down_since or time.monotonic()
                 delay = min(self.max_backoff_s, self.initial_backoff_s * 2**attempt)
@@ -319,7 +327,7 @@ class Writer:
                 attempt += 1
                 self.stats.retries += 1
                 log.warning(
-                    "database unavailable; retrying",
+                    "database unavailable or refusing writes; retrying",
                     extra={"writer": self.name, "attempt": attempt,
                            "retry_in_s": round(delay, 2), "error": str(exc).strip()[:200]},
                 )
@@ -337,7 +345,7 @@ class Writer:
         try:
             await self._apply_retrying(kind, msgs)
             written = len(msgs)
-        except psycopg.Error as exc:
+        except _ROW_ERRORS as exc:
             if len(msgs) == 1:
                 self.stats.rejected += 1
                 log.error(

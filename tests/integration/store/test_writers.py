@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from psycopg import sql
 
 import store
 from core.settings import PostgresSettings
@@ -132,6 +134,27 @@ async def test_a_row_the_database_refuses_is_skipped_not_fatal(
         assert await w.write([good[0], bad, good[1]]) == 2
         assert w.stats.rejected == 1
     assert conn.execute("SELECT count(*) FROM reports").fetchone() == (2,)
+
+
+async def test_a_database_refusing_every_write_stalls_the_batch_instead_of_rejecting_it(
+    pg: PostgresSettings, conn: psycopg.Connection
+) -> None:
+    # Read-only (a standby after a failover) is about the database, not the rows: the
+    # batch must wait, or its offsets would be committed with nothing written.
+    store.migrate(conn, mode="postgres")
+    read_only = sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = {}")
+    conn.execute(read_only.format(sql.Identifier(pg.database), sql.SQL("on")))
+    rnd = random.Random(4)
+    reports = [citizen_report(rnd, T0) for _ in range(3)]
+    async with Writer(pg.dsn, initial_backoff_s=0.05, max_backoff_s=0.2) as w:
+        write = asyncio.create_task(w.write(reports))
+        while w.stats.retries < 2:
+            assert not write.done(), write
+            await asyncio.sleep(0.05)
+        assert w.stats.rejected == 0
+        conn.execute(read_only.format(sql.Identifier(pg.database), sql.SQL("off")))
+        assert await asyncio.wait_for(write, 10) == 3
+    assert conn.execute("SELECT count(*) FROM reports").fetchone() == (3,)
 
 
 async def test_a_request_follows_its_incident_through_a_merge(
