@@ -112,6 +112,10 @@ class StreamsSettings(BaseModel):
     # instead of 20 ms, a worker of bench_streams could not keep up with 400 events/s.
     cell_batch_max: int = Field(500, ge=1)
     cell_batch_wait_ms: float = Field(20.0, gt=0)
+    # Plain PostgreSQL only (TimescaleDB runs its own policies): how often a store worker
+    # refreshes the dashboard views, and how long raw telemetry is kept.
+    store_upkeep_interval_s: float = Field(300.0, gt=0)
+    telemetry_keep_days: float = Field(30.0, gt=0)
     # A partition whose committed record stays unacknowledged while later ones are
     # acknowledged for this long is read again from its committed offset (streams.offsets).
     offset_hole_repair_s: float = Field(2.0, gt=0)

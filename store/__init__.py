@@ -13,6 +13,7 @@ from store.schema import (
     detect_mode,
     migrate,
     pending_migrations,
+    plain_upkeep,
     refresh_aggregates,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "detect_mode",
     "migrate",
     "pending_migrations",
+    "plain_upkeep",
     "refresh_aggregates",
 ]

@@ -256,3 +256,30 @@ def apply_retention(conn: psycopg.Connection[Any], *, keep_days: float = 30.0) -
         "SELECT cityfix_apply_retention(make_interval(secs => %s))", (keep_days * 86400.0,)
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+# Held by the one process running the plain mode's upkeep at a time.
+_UPKEEP_LOCK_KEY = _LOCK_KEY + 1
+
+
+def plain_upkeep(conn: psycopg.Connection[Any], *, keep_days: float) -> bool:
+    """Plain mode's stand-in for TimescaleDB's background jobs; ``True`` if it ran.
+
+    Refreshes the dashboard views and drops raw telemetry older than ``keep_days``. In
+    TimescaleDB mode the refresh and retention policies do this, and so does nothing
+    here. One caller at a time: while another process holds the upkeep lock, the call
+    returns ``False`` at once. Needs an idle autocommit connection.
+    """
+    if detect_mode(conn) == "timescaledb":
+        return False
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_UPKEEP_LOCK_KEY,)).fetchone()
+    if not (row and row[0]):
+        return False
+    try:
+        refresh_aggregates(conn)
+        dropped = apply_retention(conn, keep_days=keep_days)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_UPKEEP_LOCK_KEY,))
+    log.info("plain-mode upkeep done", extra={"telemetry_rows_dropped": dropped})
+    return True
+

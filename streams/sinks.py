@@ -7,20 +7,29 @@ topic; Faust commits an offset only after every subscribed agent acknowledged th
 message, and ``stream.take`` acknowledges a batch only after the loop body (the write)
 returned: an outage stalls the sink, it never skips data. A value that fails to parse is
 logged and counted, and the batch goes on without it.
+
+In plain PostgreSQL mode a store worker also does what TimescaleDB's background jobs do
+(``store.plain_upkeep``): every ``streams.store_upkeep_interval_s`` it refreshes the
+dashboard views and drops raw telemetry older than ``streams.telemetry_keep_days``; with
+several store workers, one at a time does it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
+import psycopg
 from prometheus_client import Counter
 from pydantic import BaseModel
 
+import store
 from core import topics
-from core.errors import InvalidMessage
+from core.errors import ConfigError, InvalidMessage
 from core.schemas import (
     Assignment,
     CitizenReport,
@@ -150,3 +159,27 @@ SINKS: dict[str, Picker] = {
 
 for _topic, _pick in SINKS.items():
     _make_sink(_topic, _pick)
+
+
+_last_upkeep = 0.0
+
+
+@app.timer(interval=5.0)
+async def upkeep() -> None:
+    """Plain PostgreSQL: the dashboard views' refresh and telemetry retention, on time."""
+    global _last_upkeep
+    conf = settings().streams
+    now = time.monotonic()
+    if now - _last_upkeep < conf.store_upkeep_interval_s:
+        return
+    _last_upkeep = now
+
+    def run() -> None:
+        with psycopg.connect(settings().pg.dsn, autocommit=True, connect_timeout=10) as conn:
+            store.plain_upkeep(conn, keep_days=conf.telemetry_keep_days)
+
+    try:
+        await asyncio.to_thread(run)
+    except (psycopg.Error, ConfigError) as exc:  # the next interval tries again
+        log.warning("store upkeep failed", extra={"error": str(exc).strip()[:300]})
+

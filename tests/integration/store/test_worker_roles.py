@@ -73,6 +73,7 @@ def test_a_dedup_worker_and_a_store_worker_split_the_work(settings, pg, uid, tmp
         "CITYFIX_STREAMS__APP_ID": app_id,
         "CITYFIX_STREAMS__PUBLISH_REQUEST_STATUS": "false",
         "CITYFIX_PG__DATABASE": pg.database,
+        "CITYFIX_STREAMS__STORE_UPKEEP_INTERVAL_S": "1",
     }
     workers = [
         Worker(
@@ -99,6 +100,15 @@ def test_a_dedup_worker_and_a_store_worker_split_the_work(settings, pg, uid, tmp
         assert reports == 3, [w.log() for w in workers]
         # one incident, holding all three reports
         assert len(links) == 1 and links[0][1] == 3, (links, [w.log() for w in workers])
+        # Plain PostgreSQL here: the store worker refreshes the dashboard views itself.
+        hourly = 0
+        while time.monotonic() < deadline and hourly < 3:
+            with psycopg.connect(pg.dsn, autocommit=True) as conn:
+                hourly = conn.execute(
+                    "SELECT coalesce(sum(reports), 0) FROM reports_hourly"
+                ).fetchone()[0]
+            time.sleep(1)
+        assert hourly == 3, workers[1].log()
         dedup_log, store_log = (w.log() for w in workers)
         assert f"role dedup, app id {app_id}" in dedup_log
         assert f"role store, app id {app_id}-store" in store_log

@@ -179,3 +179,29 @@ async def test_a_request_follows_its_incident_through_a_merge(
     assert mine["report_id"] == r.report_id
     assert api_queries.request_rows(conn, closed_statuses=closed, want_closed=False) == []
     assert api_queries.request_rows(conn, ids=[str(uuid.uuid4())]) == []
+
+
+async def test_plain_upkeep_refreshes_the_views_and_drops_old_telemetry_one_process_at_a_time(
+    pg: PostgresSettings, conn: psycopg.Connection
+) -> None:
+    store.migrate(conn, mode="postgres")
+    now = datetime.now(UTC)
+    async with Writer(pg.dsn) as w:
+        await w.write(
+            [
+                citizen_report(random.Random(6), now - timedelta(hours=1)),
+                telemetry("old-sensor", now - timedelta(days=40)),
+                telemetry("new-sensor", now - timedelta(days=1)),
+            ]
+        )
+    assert conn.execute("SELECT count(*) FROM reports_hourly").fetchone() == (0,)
+
+    with psycopg.connect(pg.dsn, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (store.schema._UPKEEP_LOCK_KEY,))
+        assert store.plain_upkeep(conn, keep_days=30) is False, "another process has it"
+        other.execute("SELECT pg_advisory_unlock_all()")
+    assert store.plain_upkeep(conn, keep_days=30) is True
+
+    assert conn.execute("SELECT sum(reports) FROM reports_hourly").fetchone() == (1,)
+    kept = conn.execute("SELECT device_id FROM telemetry").fetchall()
+    assert kept == [("new-sensor",)]
