@@ -35,7 +35,7 @@ from api.models import (
     UserIn,
     UserOut,
 )
-from core.errors import InvalidMessage, NotFound
+from core.errors import Conflict, InvalidMessage, NotFound
 from core.schemas import Category, CommandKind, IncidentStatus, Priority
 from store import api_queries, queries
 from store.queries import ACTIVE
@@ -287,7 +287,13 @@ async def mark_duplicate(
 ) -> Response:
     """Mark an incident a duplicate of another (its reports join the other)."""
     await _incident_or_404(service, incident_id)
-    await _incident_or_404(service, body.duplicate_of)
+    target = await service.db(api_queries.incident_status, body.duplicate_of)
+    if target is None:
+        raise NotFound(f"no incident {body.duplicate_of!r}")
+    if target not in ACTIVE:
+        # Its evidence would go to an incident no one works on (or, for one already a
+        # duplicate of this one, back and forth).
+        raise Conflict(f"incident {body.duplicate_of!r} is {target}: not an active incident")
     return await _send(
         service,
         commands.command(

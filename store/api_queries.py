@@ -190,6 +190,12 @@ def incident_exists(db: Db, incident_id: str) -> bool:
     return bool(fetch(db, "SELECT 1 FROM incidents WHERE incident_id = %s", (incident_id,)))
 
 
+def incident_status(db: Db, incident_id: str) -> str | None:
+    """The recorded status of an incident (``None``: no such incident)."""
+    rows = fetch(db, "SELECT status FROM incidents WHERE incident_id = %s", (incident_id,))
+    return str(rows[0]["status"]) if rows else None
+
+
 def crew_exists(db: Db, crew_id: str) -> bool:
     """Whether a crew with this id is recorded."""
     return bool(fetch(db, "SELECT 1 FROM crews WHERE crew_id = %s", (crew_id,)))

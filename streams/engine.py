@@ -355,9 +355,19 @@ class Engine:
             _log.warning("absorb into unknown incident %s", msg["incident_id"])
             return
         if inc.status in (S.DUPLICATE, S.MERGED) and inc.merged_into:
-            fwd = {**msg, "incident_id": inc.merged_into}
-            self._route(key, dedup.cell_of_incident(inc.merged_into), fwd, out)
-            return
+            # Passed on along the chain of merges; ``via`` names the incidents passed
+            # through. Two incidents marked duplicates of each other form a cycle: the
+            # evidence then stays here instead of circling for ever.
+            via = [*msg.get("via", ()), inc.incident_id]
+            if inc.merged_into not in (msg["from"], *via):
+                fwd = {**msg, "incident_id": inc.merged_into, "via": via}
+                self._route(key, dedup.cell_of_incident(inc.merged_into), fwd, out)
+                return
+            _log.error(
+                "incidents merged into each other; the evidence stays with %s",
+                inc.incident_id,
+                extra={"cycle": via},
+            )
         have = {e.id for e in inc.evidence}
         evidence = [Evidence.model_validate(e) for e in msg["evidence"] if e["id"] not in have]
         if not evidence:

@@ -20,17 +20,24 @@ ROLES = ("viewer", "dispatcher", "admin")
 
 @pytest.fixture(scope="module")
 def world(api_settings):
-    """Two open incidents and one crew, written as the sink would."""
+    """Two open incidents, a closed one and one crew, written as the sink would."""
     t0 = now()
     a, b = f"inc-{uuid.uuid4().hex[:8]}", f"inc-{uuid.uuid4().hex[:8]}"
+    closed = f"inc-{uuid.uuid4().hex[:8]}"
     crew = f"crew-{uuid.uuid4().hex[:6]}"
     write(
         api_settings,
         incident(a, [str(uuid.uuid4())], [("open", t0 - timedelta(minutes=5), None)]),
         incident(b, [str(uuid.uuid4())], [("open", t0, None)], category="water_leak", lat=41.16),
+        incident(
+            closed,
+            [str(uuid.uuid4())],
+            [("open", t0 - timedelta(hours=2), None), ("closed", t0 - timedelta(hours=1), "x")],
+            lat=41.17,
+        ),
         CrewStatus(crew_id=crew, status="available", at=t0, skills=["roads"]),
     )
-    return {"a": a, "b": b, "crew": crew}
+    return {"a": a, "b": b, "closed": closed, "crew": crew}
 
 
 def test_password_flow_issues_a_bearer_token(client, users):
@@ -185,6 +192,13 @@ def test_action_errors(client, users, world):
         ).status_code
         == 422
     )
+    # A duplicate must point at an incident still worked on.
+    done = client.post(
+        f"/api/incidents/{world['a']}/duplicate",
+        json={"duplicate_of": world["closed"]},
+        headers=auth,
+    )
+    assert done.status_code == 409 and "not an active incident" in done.text
 
 
 def test_user_management_is_for_admins_only(client, users):

@@ -191,6 +191,23 @@ def test_mark_duplicate_moves_the_evidence_and_tells_the_reporters(ags, inline, 
     assert set(moved) == {e.id for e in dup.evidence}
 
 
+def test_two_incidents_marked_duplicates_of_each_other_do_not_pass_evidence_for_ever(
+    ags, inline, sites
+):
+    (ea, ma), (eb, mb) = sites[7], sites[8]
+    inline.feed([report_raw(*point_along(ags, ea, ma), at=later(0))])
+    inline.feed([report_raw(*point_along(ags, eb, mb), at=later(1))])
+    a, b = inline.active()
+    evidence = {e.id for e in a.evidence} | {e.id for e in b.evidence}
+
+    _command(inline, kind="mark_duplicate", incident_id=a.incident_id, duplicate_of=b.incident_id)
+    _command(inline, kind="mark_duplicate", incident_id=b.incident_id, duplicate_of=a.incident_id)
+
+    # It returns (no endless absorb), and no report is lost: one of the two keeps them all.
+    kept = [inline.incidents[i].evidence for i in (a.incident_id, b.incident_id)]
+    assert evidence <= {e.id for ev in kept for e in ev}
+
+
 def test_reprioritise_and_close_commands(ags, inline, sites):
     edge, mid = sites[9]
     inline.feed([report_raw(*point_along(ags, edge, mid))])
