@@ -42,6 +42,7 @@ _CREW_TO_STATUS = {
     CrewState.COMPLETED: S.RESOLVED,
 }
 TERMINAL = frozenset({S.CLOSED, S.DUPLICATE, S.MERGED})
+_RESTARTS = frozenset({S.OPEN, S.REOPENED})
 
 
 def transition(
@@ -86,11 +87,19 @@ def on_unassigned(inc: Incident, crew_id: str, at: datetime) -> Incident:
 
 
 def on_crew_status(inc: Incident, crew_id: str, state: CrewState, at: datetime) -> Incident:
-    """A crew reported ``state`` for this incident (en_route, on_site, completed)."""
+    """A crew reported ``state`` for this incident (en_route, on_site, completed).
+
+    A status older than the incident's last return to open (reopened by new evidence, or
+    dropped from every plan) is about the work before it: a late or redelivered
+    ``completed`` must not resolve the reopened incident again.
+    """
     target = _CREW_TO_STATUS.get(state)
     if target is None or inc.status in TERMINAL or inc.status == S.RESOLVED:
         return inc
     if _RANK.get(inc.status, 0) >= _RANK[target]:
+        return inc
+    restarted = next((t.at for t in reversed(inc.history) if t.status in _RESTARTS), None)
+    if restarted is not None and at < restarted:
         return inc
     return transition(inc, target, at, f"crew {crew_id} {state.value}", crew_id=crew_id)
 

@@ -169,6 +169,18 @@ def test_an_incident_follows_its_crew_and_every_report_hears_about_it(ags, quick
     assert len(quick.incidents[iid].evidence) == 3
 
 
+def test_a_crew_status_older_than_a_reopen_changes_nothing():
+    inc = lifecycle.on_assigned(_incident(), "crew-1", T)
+    done = T + timedelta(hours=1)
+    inc = lifecycle.on_crew_status(inc, "crew-1", CrewState.COMPLETED, done)
+    inc = lifecycle.on_evidence(inc, T + timedelta(hours=2), reopen_window_s=86400)
+    assert inc.status == S.REOPENED
+    # The same "completed", delivered again (or late), is about the work before the reopen.
+    assert lifecycle.on_crew_status(inc, "crew-1", CrewState.COMPLETED, done) is inc
+    again = lifecycle.on_crew_status(inc, "crew-1", CrewState.ON_SITE, T + timedelta(hours=3))
+    assert again.status == S.ON_SITE
+
+
 def test_mark_duplicate_moves_the_evidence_and_tells_the_reporters(ags, inline, sites):
     (ea, ma), (eb, mb) = sites[7], sites[8]
     inline.feed([report_raw(*point_along(ags, ea, ma), at=later(0))])
