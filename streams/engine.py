@@ -447,12 +447,18 @@ class Engine:
                 lambda inc: lifecycle.on_close(inc, cmd.at, f"closed by {cmd.issued_by}"),
             )
         elif cmd.kind == CommandKind.REPRIORITISE:
-            self._lifecycle(
-                key,
-                inc_id,
-                out,
-                lambda inc: lifecycle.on_reprioritise(inc, cmd.priority, cmd.at, cmd.issued_by),
-            )
+
+            def reprioritise(inc: Incident) -> Incident:
+                new = lifecycle.on_reprioritise(inc, cmd.priority, cmd.at, cmd.issued_by)
+                if new is inc:
+                    return inc
+                # The class sets the SLA deadline (what the dispatcher plans against); a
+                # cleared manual priority gives the class of the score back.
+                cls = new.manual_priority or self.thresholds.classify(new.score)
+                deadline = scoring.sla_deadline(BY_NAME[new.family], cls, new.opened_at)
+                return new.model_copy(update={"priority": cls, "expected_at": deadline})
+
+            self._lifecycle(key, inc_id, out, reprioritise)
 
     def _on_tick(self, key: str, msg: Msg, out: Outputs) -> None:
         now = self.clock.now()
@@ -766,7 +772,9 @@ class Engine:
                 "score": s.total,
                 "score_breakdown": s.breakdown,
                 "priority": inc.manual_priority or s.priority,
-                "expected_at": scoring.sla_deadline(family, s.priority, inc.opened_at),
+                "expected_at": scoring.sla_deadline(
+                    family, inc.manual_priority or s.priority, inc.opened_at
+                ),
             }
         )
 

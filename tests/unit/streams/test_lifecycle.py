@@ -227,6 +227,15 @@ def test_reprioritise_and_close_commands(ags, inline, sites):
     _command(inline, kind="reprioritise", incident_id=inc.incident_id, priority="P1")
     assert inline.incidents[inc.incident_id].priority == Priority.P1
     assert inline.incidents[inc.incident_id].manual_priority == Priority.P1
+    urgent = inline.incidents[inc.incident_id]
+    assert urgent.expected_at - urgent.opened_at <= timedelta(hours=4), "P1's deadline"
+    _command(inline, kind="reprioritise", incident_id=inc.incident_id, priority=None)
+    back = inline.incidents[inc.incident_id]
+    assert (back.manual_priority, back.priority, back.expected_at) == (
+        None,
+        inc.priority,
+        inc.expected_at,
+    ), "cleared: the score's class and deadline again"
     _command(inline, kind="close", incident_id=inc.incident_id)
     assert inline.incidents[inc.incident_id].status == S.CLOSED
 
