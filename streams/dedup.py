@@ -303,10 +303,17 @@ def survivor(a: Entry, b: Entry) -> tuple[Entry, Entry]:
     return b, a
 
 
-def expired(e: Entry, now_s: float, family: Family, reopen_window_s: float) -> bool:
-    """Whether an entry can no longer match anything arriving now (safe to drop)."""
+def expired(e: Entry, now_s: float, reopen_window_s: float) -> bool:
+    """Whether an entry can be dropped: its incident was fixed a reopen window ago.
+
+    The entry of an active incident stays, however old its evidence: new evidence joins it
+    only within the family's window (``find_match`` compares event times), but the entry
+    must be there when the incident is resolved, or a report after a fix that took longer
+    than the window could not reopen it. It also keeps a worker that works through a
+    backlog older than the window from dropping the entry it has just opened.
+    """
     if e.state == ACTIVE:
-        return now_s > e.last_at_s + family.window_s
+        return False
     fixed = e.resolved_at_s if e.resolved_at_s is not None else e.last_at_s
     return now_s > fixed + reopen_window_s
 

@@ -541,11 +541,7 @@ class Engine:
 
     def _save_entries(self, key: str, entries: list[Entry], family: Family | None) -> None:
         now_s = self.clock.time()
-        live = [
-            e
-            for e in entries
-            if not dedup.expired(e, now_s, BY_NAME[e.family], self.settings.reopen_window_s)
-        ]
+        live = [e for e in entries if not dedup.expired(e, now_s, self.settings.reopen_window_s)]
         raw = dumps(live)  # orjson writes the dataclasses as their field dicts
         self.cells[key] = raw
         self._remember_cell(key, raw, live)

@@ -181,6 +181,44 @@ def test_a_crew_status_older_than_a_reopen_changes_nothing():
     assert again.status == S.ON_SITE
 
 
+def test_reports_older_than_the_window_still_deduplicate(ags, inline, sites):
+    # A worker working through a backlog (after an outage) sees reports whose own times
+    # are days old: two of one leak, a minute apart, are still one incident.
+    edge, mid = sites[4]
+    days_ago = datetime.now(UTC) - timedelta(days=3)
+    inline.feed(
+        [
+            report_raw(*point_along(ags, edge, mid), at=days_ago, category="water_leak"),
+            report_raw(
+                *point_along(ags, edge, mid + 3),
+                at=days_ago + timedelta(minutes=1),
+                category="water_leak",
+            ),
+        ]
+    )
+    [inc] = inline.active()
+    assert len(inc.evidence) == 2
+
+
+def test_a_report_after_a_fix_that_took_longer_than_the_window_reopens_it(ags, inline, sites):
+    edge, mid = sites[5]
+    now = datetime.now(UTC)
+
+    def leak(along: float, at: datetime) -> tuple[str, bytes]:
+        return report_raw(*point_along(ags, edge, along), at=at, category="water_leak")
+
+    inline.feed([leak(mid, now - timedelta(days=3))])
+    [inc] = inline.active()
+    inline.assignment("crew-7", [inc.incident_id], (now - timedelta(days=3)).timestamp())
+    _crew(inline, inc.incident_id, "completed", now - timedelta(days=1))  # two days' work
+    assert inline.incidents[inc.incident_id].status == S.RESOLVED
+
+    inline.feed([leak(mid + 2, now - timedelta(hours=2))])
+
+    assert inline.incidents[inc.incident_id].status == S.REOPENED
+    assert len(inline.incidents) == 1
+
+
 def test_mark_duplicate_moves_the_evidence_and_tells_the_reporters(ags, inline, sites):
     (ea, ma), (eb, mb) = sites[7], sites[8]
     inline.feed([report_raw(*point_along(ags, ea, ma), at=later(0))])
