@@ -632,7 +632,7 @@ class Engine:
             return
         state, fixed = dedup.ACTIVE, None
         if inc.status in (S.RESOLVED, S.CLOSED):
-            fixed_at = lifecycle.resolved_at(inc) or inc.updated_at
+            fixed_at = lifecycle.fixed_at(inc)
             state = dedup.RESOLVED if inc.status == S.RESOLVED else dedup.CLOSED
             fixed = fixed_at.timestamp()
         # evidence is kept in time order, so the last one is the latest

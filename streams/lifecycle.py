@@ -61,13 +61,31 @@ def transition(
 
 
 def resolved_at(inc: Incident) -> datetime | None:
-    """When the incident was last resolved (``None`` if it never was, or was reopened since)."""
+    """When the incident was resolved (``None`` if it never was, or was reopened since).
+
+    The first ``resolved`` transition since it was last (re)opened: later entries with
+    the same status (a priority set, evidence absorbed) do not move the fix.
+    """
+    return _first_since_restart(inc, {S.RESOLVED})
+
+
+def fixed_at(inc: Incident) -> datetime:
+    """When the work on a resolved or closed incident ended: resolved, else closed."""
+    return (
+        _first_since_restart(inc, {S.RESOLVED})
+        or _first_since_restart(inc, {S.CLOSED})
+        or inc.updated_at
+    )
+
+
+def _first_since_restart(inc: Incident, statuses: set[IncidentStatus]) -> datetime | None:
+    first = None
     for t in reversed(inc.history):
-        if t.status == S.RESOLVED:
-            return t.at
-        if t.status in (S.REOPENED, S.OPEN):
-            return None
-    return None
+        if t.status in _RESTARTS:
+            break
+        if t.status in statuses:
+            first = t.at
+    return first
 
 
 def on_assigned(inc: Incident, crew_id: str, at: datetime) -> Incident:
@@ -108,19 +126,19 @@ def on_evidence(inc: Incident, at: datetime, reopen_window_s: float) -> Incident
     """New evidence arrived: a resolved or closed incident reopens within the window."""
     if inc.status not in (S.RESOLVED, S.CLOSED):
         return inc
-    fixed_at = resolved_at(inc) or inc.updated_at
-    if at < fixed_at or (at - fixed_at).total_seconds() > reopen_window_s:
+    fixed = fixed_at(inc)
+    if at < fixed or (at - fixed).total_seconds() > reopen_window_s:
         return inc
     return transition(inc, S.REOPENED, at, "new evidence after the fix", crew_id=None)
 
 
 def close_due(inc: Incident, now: datetime, close_after_s: float) -> bool:
     """Whether a resolved incident has waited ``close_after_s`` and should close."""
-    fixed_at = resolved_at(inc)
+    fixed = resolved_at(inc)
     return (
         inc.status == S.RESOLVED
-        and fixed_at is not None
-        and now - fixed_at >= timedelta(seconds=close_after_s)
+        and fixed is not None
+        and now - fixed >= timedelta(seconds=close_after_s)
     )
 
 

@@ -219,6 +219,23 @@ def test_a_report_after_a_fix_that_took_longer_than_the_window_reopens_it(ags, i
     assert len(inline.incidents) == 1
 
 
+def test_later_entries_do_not_move_the_time_of_the_fix():
+    inc = lifecycle.on_assigned(_incident(), "crew-1", T)
+    inc = lifecycle.on_crew_status(inc, "crew-1", CrewState.COMPLETED, T + timedelta(hours=1))
+    inc = lifecycle.on_reprioritise(inc, Priority.P2, T + timedelta(hours=20), "ana")
+    assert lifecycle.resolved_at(inc) == T + timedelta(hours=1)
+    assert lifecycle.close_due(inc, T + timedelta(hours=26), close_after_s=24 * 3600)
+
+    # Closed by a dispatcher without a fix: the reopen window runs from the close.
+    closed = lifecycle.on_close(_incident(), T, "closed by ana")
+    closed = lifecycle.on_reprioritise(closed, Priority.P1, T + timedelta(days=6), "ana")
+    week = 7 * 24 * 3600
+    late = lifecycle.on_evidence(closed, T + timedelta(days=12), reopen_window_s=week)
+    assert late is closed, "a week after the close: a new incident, not a reopen"
+    soon = lifecycle.on_evidence(closed, T + timedelta(days=2), reopen_window_s=week)
+    assert soon.status == S.REOPENED
+
+
 def test_mark_duplicate_moves_the_evidence_and_tells_the_reporters(ags, inline, sites):
     (ea, ma), (eb, mb) = sites[7], sites[8]
     inline.feed([report_raw(*point_along(ags, ea, ma), at=later(0))])
