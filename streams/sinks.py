@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 BATCH_MAX = 2000
 BATCH_WITHIN_S = 1.0
+_RETRY_S = 5.0  # between attempts at a batch the writer raised on
 
 INVALID = Counter(
     "cityfix_sink_invalid_total", "Values a sink could not parse, by topic", ["topic"]
@@ -127,6 +128,21 @@ def _newest_per_incident(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [*newest.values(), *odd]
 
 
+async def _write(writer: Writer, messages: list[BaseModel]) -> int:
+    """Write a batch, however long it takes.
+
+    ``Writer.write`` waits out outages itself; anything else it raises is a defect, and
+    letting it escape would restart the agent, and the restart acknowledges the batch
+    unwritten. The sink stalls on the batch instead, saying why, until it goes through.
+    """
+    while True:
+        try:
+            return await writer.write(messages)
+        except Exception:
+            log.exception("sink write failed; retrying", extra={"writer": writer.name})
+            await asyncio.sleep(_RETRY_S)
+
+
 def _make_sink(topic_name: str, pick: Picker) -> None:
     channel = app.topic(topic_name, value_serializer="raw")
     agent_name = "store-" + topic_name.replace(".", "-")
@@ -137,7 +153,7 @@ def _make_sink(topic_name: str, pick: Picker) -> None:
             async for values in stream.take(BATCH_MAX, within=BATCH_WITHIN_S):
                 messages = decode(topic_name, values, pick)
                 if messages:
-                    WRITTEN.labels(topic_name).inc(await writer.write(messages))
+                    WRITTEN.labels(topic_name).inc(await _write(writer, messages))
         finally:
             await writer.close()
 

@@ -40,3 +40,22 @@ def test_only_the_newest_version_of_each_incident_in_a_batch_is_kept() -> None:
     values = [dumps(incident(i, v, AT)) for i, v in (("a", 1), ("b", 1), ("a", 3), ("a", 2))]
     got = sinks.decode("incidents", [*values, None, b"not json"], sinks.SINKS["incidents"])
     assert sorted((inc.incident_id, inc.version) for inc in got) == [("a", 3), ("b", 1)]
+
+
+async def test_a_batch_the_writer_raised_on_is_written_again_not_dropped(monkeypatch) -> None:
+    monkeypatch.setattr(sinks, "_RETRY_S", 0.0)
+    batch = [CrewStatus(crew_id="c1", status="on_site", at=AT)]
+
+    class Flaky:
+        name = "flaky"
+        calls = 0
+
+        async def write(self, messages):
+            self.calls += 1
+            if self.calls == 1:
+                raise TypeError("a defect in staging")
+            return len(messages)
+
+    writer = Flaky()
+    assert await sinks._write(writer, batch) == 1  # type: ignore[arg-type]
+    assert writer.calls == 2
