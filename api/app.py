@@ -137,7 +137,7 @@ def create_app(settings: Settings, service: ApiService | None = None) -> FastAPI
     app.include_router(routes_dispatch.router)
     app.include_router(routes_live.router)
     app.include_router(routes_ops.router)
-    app.include_router(web_map.build_router(settings))
+    app.include_router(web_map.build_router(settings, graph=service.graph))
     app.add_middleware(_Metered, metrics=service.metrics)
     if settings.api.cors_origins:
         app.add_middleware(

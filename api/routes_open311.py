@@ -186,6 +186,9 @@ async def create_request(
             f"too many requests for this api_key; retry in {math.ceil(wait)} s", wait
         )
     new = o311.parse_new_request(fields, pairs, now=service.now())
+    refused = await service.refusal(new.lat, new.lon)
+    if refused is not None:  # the pipeline would drop it: say so now, not never
+        raise o311.bad_request(f"lat, long: {refused}")
     client_id = o311.client_id_for_key(key["name"])
     try:
         report = parse(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ from core.errors import ServiceUnavailable
 from core.mqtt import service_client
 from core.schemas import CitizenReport, Command, dumps
 from core.settings import Settings
+from geo import RoadGraph, load_city
 from store import api_queries
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,32 @@ class ApiService:
         self.cache = AnswerCache(settings.api.answer_cache_s)
         self._users: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._user_loads: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
+        self._graph: RoadGraph | None = None
+        self._graph_lock = threading.Lock()
+
+    # --- the city ----------------------------------------------------------------------
+
+    def graph(self) -> RoadGraph:
+        """The city's road graph, loaded on first use (the map's tiles and ``refusal``)."""
+        with self._graph_lock:
+            if self._graph is None:
+                self._graph = load_city(self.settings.geo)
+            return self._graph
+
+    async def refusal(self, lat: float, lon: float) -> str | None:
+        """Why the pipeline would refuse a report at this point, or ``None``.
+
+        The same rules as the stream worker's: inside the city's service area, and at
+        most ``streams.max_road_offset_m`` from a road.
+        """
+        snapped = await run_in_threadpool(self.graph().snap, [lat], [lon])
+        if not snapped.ok[0]:
+            return snapped.reason[0] or "outside the service area"
+        limit = self.settings.streams.max_road_offset_m
+        offset = float(snapped.offset_m[0])
+        if offset > limit:
+            return f"{offset:.0f} m from the nearest road (at most {limit:g} m)"
+        return None
 
     # --- life --------------------------------------------------------------------------
 

@@ -206,6 +206,11 @@ def test_post_error_cases(client, api_key, fmt):
     assert_error(post(client, api_key, fmt, service_code=None), 400, fmt, "service_code")
     assert_error(post(client, api_key, fmt, lat=None, long=None), 400, fmt, "location")
     assert_error(post(client, api_key, fmt, long=None), 400, fmt, "lat and long")
+    # Places the pipeline would refuse are refused here, not accepted and then lost.
+    lisbon = {"lat": "38.7223", "long": "-9.1393"}
+    assert_error(post(client, api_key, fmt, **lisbon), 400, fmt, "outside the service area")
+    at_sea = {"lat": "41.2159", "long": "-8.72"}
+    assert_error(post(client, api_key, fmt, **at_sea), 400, fmt, "from the nearest road")
     assert_error(post(client, api_key, fmt, description="x" * 4001), 400, fmt, "4000")
     assert_error(post(client, api_key, fmt, **{"attribute[lane]": "sky"}), 400, fmt, "lane")
     assert_error(post(client, api_key, fmt, jurisdiction_id="lisboa"), 404, fmt, "jurisdiction_id")

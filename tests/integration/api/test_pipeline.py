@@ -51,8 +51,8 @@ def test_posted_request_joins_an_incident_and_get_shows_it(client, api_key, api_
                 data={
                     "api_key": api_key,
                     "service_code": "pothole",
-                    "lat": "21.87235",
-                    "long": "-102.27065",
+                    "lat": "41.1496",
+                    "long": "-8.6109",
                     "description": "deep hole at the crossing",
                 },
             )
