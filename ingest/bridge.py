@@ -65,6 +65,10 @@ class BridgeOptions:
     session_expiry_s: int = 24 * 3600
     linger_ms: int = 5
     drain_timeout_s: float = 30.0
+    # QoS 0 messages waiting for Kafka beyond this many are dropped, as QoS 0 allows (at
+    # most once): while Kafka is slow or down they would otherwise fill the memory. QoS 1
+    # and 2 are held back by the broker instead (``receive_maximum`` unacknowledged).
+    max_waiting_qos0: int = 20_000
 
 
 class _Item:
@@ -143,6 +147,7 @@ class Bridge:
         self._max_payload = settings.ingest.max_payload_bytes
         self._inbox: collections.deque[_Item] = collections.deque()
         self._wake_pending = False
+        self._dropping = False
         self._stopping = False
         self._generation = 0
         self._outstanding = 0
@@ -294,6 +299,16 @@ class Bridge:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if self._stopping:
             return  # unacknowledged: the broker redelivers it to this session
+        if msg.qos == 0 and len(self._inbox) >= self.options.max_waiting_qos0:
+            self.metrics.dropped.inc()
+            if self._dropping is False:
+                self._dropping = True
+                log.warning(
+                    "kafka is not keeping up; dropping QoS 0 messages",
+                    extra={"waiting": len(self._inbox)},
+                )
+            return
+        self._dropping = False
         try:
             topic = msg.topic
         except UnicodeDecodeError:

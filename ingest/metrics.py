@@ -47,6 +47,11 @@ class IngestMetrics:
             "1 while connected to the broker with the subscriptions granted.",
             registry=r,
         )
+        self.dropped = Counter(
+            "cityfix_ingest_dropped",
+            "QoS 0 messages dropped while too many were waiting for Kafka.",
+            registry=r,
+        )
         self.produce_retries = Counter(
             "cityfix_ingest_kafka_retries",
             "Records sent again after a failed produce.",
