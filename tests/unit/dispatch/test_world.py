@@ -16,6 +16,7 @@ from dispatch import _worker, world
 from dispatch.model import TimeWindow
 from dispatch.solver import solve
 from dispatch.world import World
+from tests import factories
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SETTINGS = DispatchSettings(time_limit_s=0.3)
@@ -29,23 +30,12 @@ FAR_AWAY = (41.15, -8.61)  # Porto
 
 
 def incident(incident_id: str, at: tuple[float, float] = CENTRE, **over: Any) -> Incident:
-    doc: dict[str, Any] = {
-        "incident_id": incident_id,
-        "status": "open",
-        "category": "pothole",
-        "family": "road_surface",
-        "priority": "P3",
-        "score": 30.0,
-        "score_breakdown": {"severity": 20.0},
-        "lat": at[0],
-        "lon": at[1],
-        "evidence": [{"kind": "report", "id": str(uuid.uuid4())}],
-        "reporters": 1,
+    times = {
         "opened_at": NOW - timedelta(hours=1),
         "updated_at": NOW - timedelta(minutes=30),
         "expected_at": NOW + timedelta(hours=4),
     }
-    doc.update(over)
+    doc = factories.incident(incident_id, lat=at[0], lon=at[1], **{**times, **over})
     return Incident.model_validate(doc)
 
 
