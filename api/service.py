@@ -144,7 +144,8 @@ class ApiService:
         The same rules as the stream worker's: inside the city's service area, and at
         most ``streams.max_road_offset_m`` from a road.
         """
-        snapped = await run_in_threadpool(self.graph().snap, [lat], [lon])
+        # Off the event loop, loading included (the graph may still be loading).
+        snapped = await run_in_threadpool(lambda: self.graph().snap([lat], [lon]))
         if not snapped.ok[0]:
             return snapped.reason[0] or "outside the service area"
         limit = self.settings.streams.max_road_offset_m
