@@ -79,8 +79,15 @@ class TokenClaims:
     token_id: str
 
 
-def issue_token(username: str, role: Role, *, secret: str, ttl_s: int, now: datetime) -> str:
-    """A signed bearer token for ``username``."""
+def issue_token(
+    username: str, role: Role, *, secret: str, ttl_s: int, now: datetime | None = None
+) -> str:
+    """A signed bearer token for ``username``, valid ``ttl_s`` from ``now`` (default: now).
+
+    Token times are wall-clock times, as ``read_token`` checks them: never the simulated
+    clock of an accelerated city, whose "now" can be days ahead.
+    """
+    now = now or datetime.now(UTC)
     claims = {
         "sub": username,
         "role": role.value,

@@ -92,7 +92,6 @@ async def token(
         role,
         secret=settings.secret_key.get_secret_value(),
         ttl_s=settings.token_ttl_s,
-        now=service.now(),
     )
     return TokenResponse(access_token=access, expires_in=settings.token_ttl_s, role=role.value)
 

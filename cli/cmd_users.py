@@ -101,7 +101,7 @@ def token(
         raise typer.Exit(1)
     typer.echo(issue_token(
         username, Role(user["role"]), secret=settings.api.secret_key.get_secret_value(),
-        ttl_s=settings.api.token_ttl_s, now=settings.make_clock().now(),
+        ttl_s=settings.api.token_ttl_s,
     ))
 
 

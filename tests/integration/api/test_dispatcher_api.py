@@ -54,6 +54,26 @@ def test_password_flow_issues_a_bearer_token(client, users):
     assert client.post("/api/token", data={"username": "ghost", "password": "x"}).status_code == 401
 
 
+def test_tokens_work_under_an_accelerated_city_clock(api_settings, users):
+    # `cityfix demo` runs the city a day ahead and 60 times faster; a token stamped with
+    # that clock was "not yet valid" to every request after the sign-in.
+    import time as wall
+
+    from api.app import create_app
+    from api.service import ApiService
+    from core.clock import Clock
+    from tests.integration.api.conftest import TestClient
+
+    ahead = Clock(60.0, wall_epoch_s=wall.time(), sim_epoch_s=wall.time() + 86400)
+    with TestClient(create_app(api_settings, ApiService(api_settings, clock=ahead))) as c:
+        resp = c.post(
+            "/api/token", data={"username": "dispatcher1", "password": "dispatcher-password"}
+        )
+        token = resp.json()["access_token"]
+        me = c.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200, me.text
+
+
 def test_reads_need_a_valid_token(client, users, world):
     assert client.get("/api/incidents").status_code == 401
     forged = {"Authorization": "Bearer " + users.tokens["admin"][:-2] + "xx"}
