@@ -2,7 +2,8 @@
 
 The bearer token comes as ``?token=...`` or as the first message ``{"token": "..."}``
 (within 10 s); ``?cursor=...`` resumes after a disconnect. Close codes: 4401 missing or
-invalid token, 4400 bad cursor, 1011 Kafka unavailable.
+invalid token (also when it expires, or its user is removed or disabled, while the feed is
+open), 4400 bad cursor, 1011 Kafka unavailable.
 """
 
 from __future__ import annotations
@@ -10,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 
 import orjson
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from api.auth import read_token
 from api.deps import authenticate
 from api.live import LiveFeed, parse_cursor
 from api.service import ApiService
 from core.errors import CityfixError, InvalidMessage, PermissionDenied
 
 log = logging.getLogger(__name__)
+
+_RECHECK_S = 60.0  # how often an open feed checks that its user still exists and may read
 
 router = APIRouter()
 
@@ -48,8 +53,9 @@ async def live(ws: WebSocket) -> None:
     except InvalidMessage as exc:
         await ws.close(4400, str(exc)[:120])
         return
+    token = await _token(ws)
     try:
-        caller = await authenticate(service, await _token(ws))
+        caller = await authenticate(service, token)
     except PermissionDenied as exc:
         await ws.close(4401, str(exc)[:120])
         return
@@ -65,22 +71,43 @@ async def live(ws: WebSocket) -> None:
 
     pump = asyncio.create_task(feed.run(send, cursor))
     listen = asyncio.create_task(_drain(ws))
+    watch = asyncio.create_task(_watch(service, token))
     try:
-        done, _ = await asyncio.wait({pump, listen}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({pump, listen, watch}, return_when=asyncio.FIRST_COMPLETED)
         if pump in done and pump.exception() is not None:
             raise pump.exception()  # type: ignore[misc]
+        if watch in done:
+            with contextlib.suppress(Exception):
+                await ws.close(4401, watch.result()[:120])
     except (KafkaError, OSError) as exc:
         log.warning("live feed failed: %r", exc)
         with contextlib.suppress(Exception):
             await ws.close(1011, "kafka unavailable")
     finally:
-        for task in (pump, listen):
+        for task in (pump, listen, watch):
             task.cancel()
-        for task in (pump, listen):
+        for task in (pump, listen, watch):
             with contextlib.suppress(BaseException):
                 await task
         service.metrics.live_clients.dec()
         log.info("live client gone", extra={"user": caller.username})
+
+
+async def _watch(service: ApiService, token: str | None) -> str:
+    """Return (the reason) once the connection's credentials stop being valid.
+
+    Checked when the token expires and every ``_RECHECK_S`` before that: an expired
+    token, or a user removed or disabled since, ends the feed (close code 4401).
+    """
+    secret = service.settings.api.secret_key.get_secret_value()
+    while True:
+        try:
+            claims = read_token(token or "", secret=secret)
+            left_s = (claims.expires_at - datetime.now(UTC)).total_seconds()
+            await asyncio.sleep(min(_RECHECK_S, max(0.0, left_s) + 0.5))
+            await authenticate(service, token)
+        except PermissionDenied as exc:
+            return str(exc)
 
 
 async def _drain(ws: WebSocket) -> None:

@@ -7,6 +7,7 @@ or crew id) is what the broker's ACL checks against the authenticated username.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -26,6 +27,16 @@ COMMANDS = "commands"
 # The Kafka header a stream worker puts on each incident record: the Faust app id that
 # wrote it, so readers sharing one Kafka (a demo, a test, a benchmark) can tell them apart.
 APP_HEADER = "cityfix-app"
+
+
+def from_another_app(headers: Iterable[tuple[str, bytes]] | None, app_id: str) -> bool:
+    """Whether a record's ``APP_HEADER`` names another app than ``app_id``.
+
+    Several deployments (a demo, a test, a benchmark) may share one Kafka; a record
+    without the header (published by hand, by an older worker) is taken as anybody's.
+    """
+    writer = dict(headers or ()).get(APP_HEADER)
+    return writer is not None and writer != app_id.encode()
 
 _WEEK_MS = 7 * 24 * 3600 * 1000
 

@@ -154,8 +154,7 @@ def _decode(
     topic, value = record.topic, record.value
     try:
         if topic == topics.INCIDENTS:
-            writer = dict(record.headers or ()).get(topics.APP_HEADER)
-            if streams_app is not None and writer is not None and writer != streams_app.encode():
+            if streams_app is not None and topics.from_another_app(record.headers, streams_app):
                 return None
             if value is None:
                 key = record.key.decode() if record.key else ""

@@ -141,3 +141,48 @@ def test_token_as_first_message_and_refusals(live_client, users):
     ):
         ws.receive_text()
     assert closed.value.code == 4400
+
+
+@pytest.mark.timeout(60)
+def test_an_open_feed_ends_when_its_token_expires(live_client, users, api_settings):
+    from api.auth import Role, issue_token
+
+    short = issue_token(
+        "viewer1",
+        Role.VIEWER,
+        secret=api_settings.api.secret_key.get_secret_value(),
+        ttl_s=2,
+    )
+    with live_client.websocket_connect(f"/api/live?token={short}") as ws:
+        assert json.loads(ws.receive_text())["type"] == "snapshot"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            while True:
+                ws.receive_text()
+    assert closed.value.code == 4401
+
+
+@pytest.mark.timeout(60)
+def test_incidents_of_another_deployment_stay_off_the_feed(live_client, live_topics, users):
+    ours, theirs = f"inc-{uuid.uuid4().hex[:8]}", f"inc-{uuid.uuid4().hex[:8]}"
+    t0 = now()
+
+    async def run():
+        p = AIOKafkaProducer(bootstrap_servers=live_client.app.state.settings.kafka.bootstrap)
+        await p.start()
+        try:
+            for inc_id, app in ((theirs, b"cityfix-streams-bench-x"), (ours, b"cityfix-streams")):
+                inc = incident(inc_id, [], [("open", t0, None)])
+                await p.send_and_wait(
+                    live_topics["incidents"],
+                    dumps(inc),
+                    key=inc_id.encode(),
+                    headers=[("cityfix-app", app)],
+                )
+        finally:
+            await p.stop()
+
+    asyncio.run(run())
+    with live_client.websocket_connect(f"/api/live?token={users.tokens['viewer']}") as ws:
+        snap = json.loads(ws.receive_text())
+    shown = {i["incident_id"] for i in snap["incidents"]}
+    assert ours in shown and theirs not in shown
