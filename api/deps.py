@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -23,6 +24,10 @@ def get_service(request: Request) -> ApiService:
 
 
 Service = Annotated[ApiService, Depends(get_service)]
+
+
+# Token times are whole seconds; a user row's creation time is not.
+_IAT_RESOLUTION = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,9 @@ async def authenticate(service: ApiService, token: str | None) -> Caller:
                                                                  claims.username))
     if user is None or user["disabled"]:
         raise InvalidToken("unknown or disabled user")
+    if user["created_at"] > claims.issued_at + _IAT_RESOLUTION:
+        # A token of an earlier user of the same name (removed, then the name re-used).
+        raise InvalidToken("token issued before this user was created")
     return Caller(user["username"], Role(user["role"]))
 
 

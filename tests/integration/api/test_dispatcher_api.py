@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import timedelta
 
@@ -57,14 +58,12 @@ def test_password_flow_issues_a_bearer_token(client, users):
 def test_tokens_work_under_an_accelerated_city_clock(api_settings, users):
     # `cityfix demo` runs the city a day ahead and 60 times faster; a token stamped with
     # that clock was "not yet valid" to every request after the sign-in.
-    import time as wall
-
     from api.app import create_app
     from api.service import ApiService
     from core.clock import Clock
     from tests.integration.api.conftest import TestClient
 
-    ahead = Clock(60.0, wall_epoch_s=wall.time(), sim_epoch_s=wall.time() + 86400)
+    ahead = Clock(60.0, wall_epoch_s=time.time(), sim_epoch_s=time.time() + 86400)
     with TestClient(create_app(api_settings, ApiService(api_settings, clock=ahead))) as c:
         resp = c.post(
             "/api/token", data={"username": "dispatcher1", "password": "dispatcher-password"}
@@ -241,6 +240,11 @@ def test_user_management_is_for_admins_only(client, users):
     # a removed user's token stops working at once
     assert client.get("/api/me", headers=mine).status_code == 401
     assert client.delete(f"/api/users/{body['username']}", headers=admin).status_code == 404
+    # The name re-used later: the old token is not the new user's (token times are
+    # whole seconds, hence the wait).
+    time.sleep(2.1)
+    assert client.post("/api/users", json=body, headers=admin).status_code == 201
+    assert client.get("/api/me", headers=mine).status_code == 401
 
 
 def test_citizen_gets_never_show_personal_data(client, api_key):
