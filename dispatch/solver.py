@@ -262,7 +262,13 @@ class _Model:
                 routing.SetVehicleUsedWhenEmpty(True, v)
 
         time_cb = routing.RegisterTransitMatrix(time_m.tolist())
-        shift_ends = [o.shift_end_s for o in origins]
+        # A crew that cannot even drive from where it is to its end within its shift gets
+        # no job (``eligibility``), but its empty route must stay feasible: with the shift
+        # end as a hard bound on that drive the whole model had no solution.
+        shift_ends = [
+            max(o.shift_end_s, o.ready_s + int(travel[starts[v], ends[v]]))
+            for v, o in enumerate(origins)
+        ]
         horizon = max([*shift_ends, 0])
         routing.AddDimensionWithVehicleCapacity(time_cb, horizon, shift_ends, False, "time")
         self.time = routing.GetDimensionOrDie("time")

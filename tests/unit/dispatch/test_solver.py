@@ -69,6 +69,20 @@ def test_finds_the_brute_force_optimum_on_tiny_instances(seed):
     assert plan.objective == brute_force(p, settings), plan
 
 
+def test_a_crew_that_cannot_reach_its_end_within_its_shift_does_not_sink_the_plan():
+    # "far" would need 500 s to reach its end and has a 100 s shift: it can do nothing,
+    # and the plan of everyone else must still come out.
+    points = [(0, 0), (10, 0), (500, 0)]
+    jobs = [Job("x", location=1, service_s=10)]
+    crews = [
+        Crew("c", start=0, shift=TimeWindow(0, 1000)),
+        Crew("far", start=0, shift=TimeWindow(0, 100), end=2),
+    ]
+    plan = solve(problem(points, jobs, crews), fast_settings(time_limit_s=0.2))
+    routes = {r.crew_id: [s.job_id for s in r.stops] for r in plan.routes}
+    assert routes == {"c": ["x"], "far": []} and not plan.unassigned
+
+
 def test_too_few_crews_leave_the_lowest_priorities_out():
     # One crew, a 1-hour shift, six 15-minute jobs next to each other: four fit.
     points = [(0, 0)] + [(10 * i, 0) for i in range(1, 7)]
