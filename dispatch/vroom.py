@@ -100,6 +100,9 @@ def _matrix(doc: Mapping[str, Any], profile: str) -> list[list[int]]:
         entry = _obj(matrices.get(profile), f"matrices.{profile}")
         if "durations" not in entry:
             raise InvalidMessage("missing", f"matrices.{profile}.durations")
+        if entry.get("costs") is not None:
+            # VROOM would optimise these; this model's costs are the durations.
+            raise InvalidMessage("not supported by the cityfix model", f"matrices.{profile}.costs")
         rows, field = entry["durations"], f"matrices.{profile}.durations"
     elif "matrix" in doc:
         rows, field = doc["matrix"], "matrix"

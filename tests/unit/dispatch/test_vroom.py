@@ -103,6 +103,10 @@ def test_same_cost_and_unassigned_as_pyvroom_on_the_sample(doc, tmp_path):
         ({"matrices": {"car": {"durations": [[0, True], [1, 0]]}}}, "matrices.car.durations[0][1]"),
         ({"matrices": {"car": {"durations": [[0, 1], [-1, 0]]}}}, "matrices.car.durations[1][0]"),
         ({"matrices": {"car": {"durations": [[0, 1], [1]]}}}, "matrices.car.durations"),
+        (
+            {"matrices": {"car": {"durations": [[0, 5], [5, 0]], "costs": [[0, 9], [9, 0]]}}},
+            "matrices.car.costs",
+        ),
     ],
 )
 def test_unsupported_or_bad_input_names_the_field(doc, patch, field):
