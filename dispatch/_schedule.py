@@ -170,10 +170,11 @@ def dropped_reason(
     problem: Problem, job: Job, allowed: Sequence[int], routes: Sequence[CrewRoute]
 ) -> Unassigned:
     """Why a job every check allowed still ended up out of the plan."""
-    origins = [origin(problem, problem.crews[i]) for i in allowed]
+    # A route's load counts every stop, the pinned one too: set it against the truck's
+    # whole stock (not the origin's, which has the pinned job's material taken off).
     spare = [
-        {m: o.capacity.get(m, 0) - routes[i].load.get(m, 0) for m in job.materials}
-        for i, o in zip(allowed, origins, strict=True)
+        {m: problem.crews[i].capacity.get(m, 0) - routes[i].load.get(m, 0) for m in job.materials}
+        for i in allowed
     ]
     if job.materials and all(not fits_capacity(job, s) for s in spare):
         return Unassigned(job.id, UnassignedKind.CAPACITY, "capacity")

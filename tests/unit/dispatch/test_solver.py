@@ -83,6 +83,23 @@ def test_a_crew_that_cannot_reach_its_end_within_its_shift_does_not_sink_the_pla
     assert routes == {"c": ["x"], "far": []} and not plan.unassigned
 
 
+def test_a_job_outranked_with_material_to_spare_is_not_called_a_capacity_problem():
+    # On site at p (1 of its 2 bags); x (1 bag) and the more urgent y compete for the
+    # rest of the shift: x is left out for y, not for want of material.
+    points = [(0, 0), (100, 0), (0, 100)]
+    jobs = [
+        Job("p", location=0, service_s=10, materials={"asphalt": 1}),
+        Job("x", location=1, service_s=50, materials={"asphalt": 1}),
+        Job("y", location=2, service_s=50, priority=5),
+    ]
+    crews = [
+        Crew("c", start=0, shift=TimeWindow(0, 200), capacity={"asphalt": 2}, pinned_job="p")
+    ]
+    plan = solve(problem(points, jobs, crews), fast_settings(time_limit_s=0.2))
+    [left] = plan.unassigned
+    assert (left.job_id, left.kind) == ("x", UnassignedKind.DROPPED)
+
+
 def test_too_few_crews_leave_the_lowest_priorities_out():
     # One crew, a 1-hour shift, six 15-minute jobs next to each other: four fit.
     points = [(0, 0)] + [(10 * i, 0) for i in range(1, 7)]
