@@ -101,6 +101,21 @@ class TimeWindow:
         return self.start_s <= t_s <= self.end_s
 
 
+def _union(windows: Sequence[TimeWindow]) -> tuple[TimeWindow, ...]:
+    """The same instants as disjoint windows in time order (overlapping ones merged).
+
+    Service may start in any window, so only their union matters; the routing model and
+    the schedule both read the windows as sorted and disjoint.
+    """
+    out: list[TimeWindow] = []
+    for w in sorted(windows, key=lambda w: (w.start_s, w.end_s)):
+        if out and w.start_s <= out[-1].end_s + 1:  # overlapping, or next to it (whole seconds)
+            out[-1] = TimeWindow(out[-1].start_s, max(out[-1].end_s, w.end_s))
+        else:
+            out.append(w)
+    return tuple(out)
+
+
 @dataclass(frozen=True, repr=False)
 class Job:
     """One piece of field work at one place.
@@ -122,9 +137,7 @@ class Job:
     def __post_init__(self) -> None:
         object.__setattr__(self, "skills", frozenset(str(s) for s in self.skills))
         object.__setattr__(self, "materials", _materials(self.materials))
-        object.__setattr__(
-            self, "windows", tuple(sorted(self.windows, key=lambda w: (w.start_s, w.end_s)))
-        )
+        object.__setattr__(self, "windows", _union(self.windows))
         if not 0 <= self.priority <= 100:
             raise ValueError(f"job {self.id}: priority must be in 0..100, got {self.priority}")
         if self.service_s < 0:

@@ -100,6 +100,23 @@ def test_a_job_outranked_with_material_to_spare_is_not_called_a_capacity_problem
     assert (left.job_id, left.kind) == ("x", UnassignedKind.DROPPED)
 
 
+def test_overlapping_windows_are_their_union():
+    # A long window holding a short one: service may start any time in the long one.
+    a = Job("a", location=1, windows=(TimeWindow(100, 200), TimeWindow(0, 5000)))
+    assert a.windows == (TimeWindow(0, 5000),)
+    touching = Job("b", location=1, windows=(TimeWindow(0, 10), TimeWindow(11, 20)))
+    assert touching.windows == (TimeWindow(0, 20),)
+    apart = Job("c", location=1, windows=(TimeWindow(50, 60), TimeWindow(0, 10)))
+    assert apart.windows == (TimeWindow(0, 10), TimeWindow(50, 60))
+
+    points = [(0, 0), (400, 0), (10, 0), (0, 10)]
+    jobs = [a, Job("x", location=2, priority=5), Job("y", location=3, priority=1,
+                                                      windows=(TimeWindow(0, 15),))]
+    crews = [Crew("c", start=0, shift=TimeWindow(0, 10_000))]
+    plan = solve(problem(points, jobs, crews), fast_settings(time_limit_s=0.3))
+    assert not plan.unassigned, "a fits after x and y, inside its long window"
+
+
 def test_too_few_crews_leave_the_lowest_priorities_out():
     # One crew, a 1-hour shift, six 15-minute jobs next to each other: four fit.
     points = [(0, 0)] + [(10 * i, 0) for i in range(1, 7)]
