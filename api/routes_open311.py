@@ -17,6 +17,7 @@ from api import open311 as o311
 from api.auth import key_digest
 from api.cache import Rendered
 from api.deps import Service
+from api.map import CITIZEN_KEY_NAME
 from api.models import (
     CreatedOut,
     DiscoveryOut,
@@ -180,7 +181,10 @@ async def create_request(
         raise o311.Open311Error(
             403, "Invalid api_key received -- can't proceed with create_request."
         )
-    wait = service.key_limiter.retry_after_s(f"key:{key['key_id']}")
+    # The citizen page's key speaks for every citizen using the page: the per-address
+    # limit applies to them, and a per-key one would let one person lock out the city.
+    shared = key["name"] == CITIZEN_KEY_NAME
+    wait = 0.0 if shared else service.key_limiter.retry_after_s(f"key:{key['key_id']}")
     if wait:
         raise RateLimited(
             f"too many requests for this api_key; retry in {math.ceil(wait)} s", wait

@@ -51,6 +51,25 @@ def test_posts_are_rate_limited_per_key_and_per_address(api_settings, api_key, d
         assert xml.status_code == 429 and b"<errors><error><code>429</code>" in xml.content
 
 
+def test_the_citizen_pages_shared_key_is_limited_per_address_only(api_settings):
+    # Every citizen using the page posts with its one key: the per-key limit would let
+    # one person lock everybody out; the per-address limit still holds each of them.
+    api = api_settings.api.model_copy(
+        update={"post_rate_per_min": 2, "post_rate_per_address_per_min": 3}
+    )
+    app = create_app(api_settings.model_copy(update={"api": api}))
+    form = {"service_code": "pothole", "lat": "41.15", "long": "-8.61"}
+    with TestClient(app, client=("198.51.100.7", 1)) as one:
+        assert [one.post("/report/submit", data=form).status_code for _ in range(4)] == [
+            200,
+            200,
+            200,
+            429,
+        ]
+    with TestClient(app, client=("198.51.100.8", 1)) as other:
+        assert other.post("/report/submit", data=form).status_code == 200
+
+
 def test_cors_allows_only_configured_origins(api_settings):
     api = api_settings.api.model_copy(update={"cors_origins": ["https://map.example.org"]})
     with TestClient(create_app(api_settings.model_copy(update={"api": api}))) as c:
