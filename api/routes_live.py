@@ -108,6 +108,8 @@ async def _watch(service: ApiService, token: str | None) -> str:
             await authenticate(service, token)
         except PermissionDenied as exc:
             return str(exc)
+        except CityfixError as exc:  # the database not answering: ask again next time
+            log.debug("live feed credentials not checked: %s", exc)
 
 
 async def _drain(ws: WebSocket) -> None:
