@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from dispatch.model import (
     Crew,
     CrewRoute,
@@ -118,6 +120,52 @@ def schedule(
     return CrewRoute(crew.id, tuple(stops), crew.shift.start_s, t, travel, full_load)
 
 
+class _Reach:
+    """Which crews can do one job as their only stop, for many crews at once.
+
+    The same rule as ``schedule(problem, crew, [job.id], origin)`` minus skills and
+    material (checked before): the crew gets there while a window is open and is back at
+    its end by its shift end. Per job it is a few array operations over the crews instead
+    of one schedule per crew: on 500 jobs and 60 crews, 0.38 s of a 2 s solve went into
+    those schedules.
+    """
+
+    def __init__(self, problem: Problem, origins: Sequence[Origin]) -> None:
+        self.matrix = problem.matrix
+        self.location = np.array([o.location for o in origins], dtype=np.int64)
+        self.ready = np.array([o.ready_s for o in origins], dtype=np.int64)
+        self.shift_end = np.array([o.shift_end_s for o in origins], dtype=np.int64)
+        ends = [-1 if c.end is None else c.end for c in problem.crews]
+        self.end = np.array(ends, dtype=np.int64)
+        # A pinned job that already runs a crew past its shift leaves it nothing more.
+        self.overrun = np.array(
+            [o.shift_end_s > c.shift.end_s for o, c in zip(origins, problem.crews, strict=True)],
+            dtype=bool,
+        )
+
+    def crews_for(self, job: Job, crews: Sequence[int]) -> list[int]:
+        """The crews of ``crews`` (indices) able to reach ``job`` and finish in time."""
+        if not crews:
+            return []
+        at = np.asarray(crews, dtype=np.int64)
+        arrival = self.ready[at] + self.matrix[self.location[at], job.location]
+        if job.windows:
+            start = np.full_like(arrival, -1)
+            unset = np.ones(len(at), dtype=bool)
+            for w in job.windows:  # the first window still open on arrival, as service_start
+                hit = unset & (arrival <= w.end_s)
+                start[hit] = np.maximum(arrival[hit], w.start_s)
+                unset &= ~hit
+        else:
+            start = arrival
+            unset = np.zeros(len(at), dtype=bool)
+        ends = self.end[at]
+        back = np.where(ends >= 0, self.matrix[job.location, np.maximum(ends, 0)], 0)
+        done = start + job.service_s + back
+        ok = ~unset & ~self.overrun[at] & (done <= self.shift_end[at])
+        return at[ok].tolist()
+
+
 @dataclass(frozen=True)
 class Eligibility:
     """Which crews may do which job; the jobs no crew can do, with reasons."""
@@ -130,6 +178,7 @@ class Eligibility:
 def eligibility(problem: Problem) -> Eligibility:
     """Crews (by index) able to do each non-pinned job alone: skills, material, shift."""
     origins = tuple(origin(problem, c) for c in problem.crews)
+    reach = _Reach(problem, origins)
     all_skills = frozenset().union(*(c.skills for c in problem.crews))
     pinned = problem.pinned_to
     allowed: dict[str, tuple[int, ...]] = {}
@@ -154,11 +203,7 @@ def eligibility(problem: Problem) -> Eligibility:
         if not stocked:
             rejected.append(Unassigned(job.id, UnassignedKind.CAPACITY, "capacity"))
             continue
-        able = tuple(
-            i
-            for i in stocked
-            if schedule(problem, problem.crews[i], [job.id], origins[i]) is not None
-        )
+        able = tuple(reach.crews_for(job, stocked))
         if not able:
             rejected.append(Unassigned(job.id, UnassignedKind.SHIFT, "no crew shift covers it"))
             continue

@@ -31,6 +31,9 @@ def problems(draw, jobs: tuple[int, int] = (1, 7), crews: tuple[int, int] = (1, 
         if draw(st.booleans()):
             start = draw(st.integers(0, 4000))
             windows = (TimeWindow(start, start + draw(st.integers(0, 2000))),)
+            if draw(st.booleans()):  # a second window some time after the first
+                later = windows[0].end_s + draw(st.integers(1, 3000))
+                windows += (TimeWindow(later, later + draw(st.integers(0, 2000))),)
         jobs.append(
             Job(
                 f"j{i}",
@@ -127,6 +130,21 @@ def test_baseline_never_breaks_a_hard_rule(problem):
 @given(problems())
 def test_solver_is_no_worse_than_the_baseline(problem):
     assert solve(problem, FAST).objective <= greedy(problem, FAST).objective
+
+
+@settings(max_examples=200, deadline=None)
+@given(problems(jobs=(1, 10), crews=(1, 6)))
+def test_eligibility_allows_exactly_the_crews_a_one_stop_schedule_fits(problem):
+    elig = _schedule.eligibility(problem)
+    for job in problem.jobs:
+        if job.id in problem.pinned_to:
+            continue
+        fits = tuple(
+            i
+            for i, crew in enumerate(problem.crews)
+            if _schedule.schedule(problem, crew, [job.id], elig.origins[i]) is not None
+        )
+        assert elig.allowed.get(job.id, ()) == fits
 
 
 # Enough crews that the solver re-plans parts of neighbouring crews.
