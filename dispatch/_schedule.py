@@ -163,7 +163,8 @@ class _Reach:
         back = np.where(ends >= 0, self.matrix[job.location, np.maximum(ends, 0)], 0)
         done = start + job.service_s + back
         ok = ~unset & ~self.overrun[at] & (done <= self.shift_end[at])
-        return at[ok].tolist()
+        out: list[int] = at[ok].tolist()
+        return out
 
 
 @dataclass(frozen=True)
