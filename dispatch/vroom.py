@@ -383,7 +383,8 @@ def plan_to_vroom(problem: Problem, plan: Plan, loading_ms: float = 0.0) -> dict
     return {
         "code": 0,
         "summary": {
-            "cost": plan.travel_s,
+            # The crews VROOM lists: an idle crew's drive to its end is not in the cost.
+            "cost": sum(r["cost"] for r in routes),
             "routes": len(routes),
             "unassigned": len(unassigned),
             "delivery": delivery_total,

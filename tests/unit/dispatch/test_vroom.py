@@ -80,6 +80,32 @@ def test_solution_is_in_vroom_output_format(doc):
     assert {u.kind for u in plan.unassigned} == {UnassignedKind.SKILL, UnassignedKind.CAPACITY}
 
 
+def test_an_idle_crew_is_not_listed_and_its_drive_home_is_not_in_the_cost():
+    doc = {
+        "vehicles": [
+            {"id": 1, "start_index": 0, "end_index": 0},
+            {"id": 2, "start_index": 1, "end_index": 2},  # idle: no job is near it
+        ],
+        "jobs": [{"id": 7, "location_index": 3}],
+        "matrices": {
+            "car": {
+                "durations": [
+                    [0, 500, 500, 10],
+                    [500, 0, 300, 500],
+                    [500, 300, 0, 500],
+                    [10, 500, 500, 0],
+                ]
+            }
+        },
+    }
+    p = problem_from_vroom(doc)
+    plan = solve(p, fast_settings())
+    out = plan_to_vroom(p, plan)
+    assert [r["vehicle"] for r in out["routes"]] == [1]
+    assert out["summary"]["cost"] == out["routes"][0]["cost"] == 20
+    assert plan.travel_s == 320  # the plan itself still counts crew 2's way to its end
+
+
 def test_same_cost_and_unassigned_as_pyvroom_on_the_sample(doc, tmp_path):
     vroom = pytest.importorskip("vroom")
     path = tmp_path / "in.json"
