@@ -31,10 +31,29 @@ import numpy as np
 from core.errors import InvalidMessage
 from dispatch.model import Crew, Job, Plan, Problem, TimeWindow
 
-__all__ = ["UNBOUNDED_S", "plan_to_vroom", "problem_from_vroom", "problem_to_vroom"]
+__all__ = [
+    "UNBOUNDED_S",
+    "open_shift_end",
+    "plan_to_vroom",
+    "problem_from_vroom",
+    "problem_to_vroom",
+]
 
 UNBOUNDED_S = 10**9
-"""A vehicle without ``time_window`` works ``[0, UNBOUNDED_S]`` (about 31 years)."""
+"""The least end of the day of a vehicle without ``time_window`` (about 31 years)."""
+
+
+def open_shift_end(jobs: Sequence[Job], durations: Sequence[Sequence[int]]) -> int:
+    """When the day of a vehicle without ``time_window`` ends: ``[0, this]`` is its window.
+
+    VROOM leaves such a vehicle unbounded. Here the day lasts at least ``UNBOUNDED_S`` and
+    past the last job window by enough to do every job and drive every leg, so windows in
+    unix time (about 1.7e9 s) stay within reach.
+    """
+    latest = max((w.end_s for j in jobs for w in j.windows), default=0)
+    longest = max((max(row) for row in durations if row), default=0)
+    work = sum(j.service_s for j in jobs) + (len(jobs) + 1) * longest
+    return max(UNBOUNDED_S, latest + work)
 
 _REFUSED_TOP = ("shipments",)
 _REFUSED_JOB = ("pickup", "setup", "amount")
@@ -183,6 +202,7 @@ def problem_from_vroom(doc: Mapping[str, Any]) -> Problem:
             )
         )
 
+    day_end = open_shift_end(jobs, matrix)
     crews: list[Crew] = []
     for i, raw in enumerate(vehicles):
         field = f"vehicles[{i}]"
@@ -192,7 +212,7 @@ def problem_from_vroom(doc: Mapping[str, Any]) -> Problem:
         shift = (
             _window(veh["time_window"], f"{field}.time_window")
             if "time_window" in veh
-            else TimeWindow(0, UNBOUNDED_S)
+            else TimeWindow(0, day_end)
         )
         refs = {}
         for key in ("pinned_job", "heading_to"):
@@ -254,6 +274,7 @@ def problem_to_vroom(problem: Problem) -> dict[str, Any]:
         if j.deadline_s is not None:
             job["cityfix"] = {"deadline": j.deadline_s}
         jobs.append(job)
+    day_end = open_shift_end(problem.jobs, problem.durations)
     vehicles: list[dict[str, Any]] = []
     for c in problem.crews:
         veh: dict[str, Any] = {"id": _external(c.id), "start_index": c.start}
@@ -263,7 +284,7 @@ def problem_to_vroom(problem: Problem) -> dict[str, Any]:
             veh["skills"] = _sorted_external(c.skills)
         if dims:
             veh["capacity"] = [c.capacity.get(d, 0) for d in dims]
-        if (c.shift.start_s, c.shift.end_s) != (0, UNBOUNDED_S):
+        if (c.shift.start_s, c.shift.end_s) != (0, day_end):
             veh["time_window"] = [c.shift.start_s, c.shift.end_s]
         ext = {
             k: _external(v)

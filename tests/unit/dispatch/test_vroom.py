@@ -106,6 +106,24 @@ def test_an_idle_crew_is_not_listed_and_its_drive_home_is_not_in_the_cost():
     assert plan.travel_s == 320  # the plan itself still counts crew 2's way to its end
 
 
+def test_a_vehicle_without_time_window_reaches_windows_in_unix_time():
+    at = 1_790_000_000  # 2026, in seconds since 1970
+    doc = {
+        "vehicles": [{"id": 1, "start_index": 0}],
+        "jobs": [
+            {"id": 7, "location_index": 1, "service": 600, "time_windows": [[at, at + 3600]]},
+            {"id": 8, "location_index": 0, "time_windows": [[at + 7200, at + 9000]]},
+        ],
+        "matrices": {"car": {"durations": [[0, 120], [120, 0]]}},
+    }
+    p = problem_from_vroom(doc)
+    out = plan_to_vroom(p, solve(p, fast_settings()))
+    assert out["unassigned"] == []
+    arrivals = {s["job"]: s["arrival"] for s in out["routes"][0]["steps"] if s["type"] == "job"}
+    assert arrivals[7] <= at + 3600 and arrivals[8] <= at + 9000
+    assert "time_window" not in problem_to_vroom(p)["vehicles"][0]  # still "none given"
+
+
 def test_same_cost_and_unassigned_as_pyvroom_on_the_sample(doc, tmp_path):
     vroom = pytest.importorskip("vroom")
     path = tmp_path / "in.json"
