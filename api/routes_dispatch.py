@@ -7,12 +7,14 @@ Actions answer 202 with the id of the command sent to the owning service.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
+from starlette.concurrency import run_in_threadpool
 
 from api import commands
 from api.auth import DUMMY_HASH, InvalidToken, Role, hash_password, issue_token, verify_password
@@ -35,7 +37,7 @@ from api.models import (
     UserIn,
     UserOut,
 )
-from core.errors import Conflict, InvalidMessage, NotFound
+from core.errors import Conflict, InvalidMessage, NotFound, RateLimited
 from core.schemas import Category, CommandKind, IncidentStatus, Priority
 from store import api_queries, queries
 from store.queries import ACTIVE
@@ -74,15 +76,29 @@ def _json(doc: Any, status_code: int = 200) -> Response:
     responses={
         401: {**_P, "description": "Wrong username or password."},
         422: {**_P, "description": "Missing form fields."},
+        429: {**_P, "description": "Too many sign-ins from this address; see Retry-After."},
         503: {**_P, "description": "The database is unavailable."},
     },
 )
 async def token(
-    service: Service, form: Annotated[OAuth2PasswordRequestForm, Depends()]
+    request: Request, service: Service, form: Annotated[OAuth2PasswordRequestForm, Depends()]
 ) -> TokenResponse:
-    """OAuth2 password flow: a signed bearer token (JWT) for a user."""
+    """OAuth2 password flow: a signed bearer token (JWT) for a user.
+
+    At most ``api.login_rate_per_address_per_min`` attempts per client address. The
+    password check is deliberately slow (argon2id, ~0.1-0.2 s of CPU), so it runs in a
+    worker thread: on the event loop, a few sign-ins a second stalled every request and
+    live feed.
+    """
+    address = request.client.host if request.client else "unknown"
+    wait = service.login_limiter.retry_after_s(address)
+    if wait:
+        raise RateLimited(
+            f"too many sign-ins from this address; retry in {math.ceil(wait)} s", wait
+        )
     user = await service.db(queries.user_by_name, form.username)
-    ok = verify_password(form.password, user["password_hash"] if user else DUMMY_HASH)
+    digest = user["password_hash"] if user else DUMMY_HASH
+    ok = await run_in_threadpool(verify_password, form.password, digest)
     if user is None or not ok or user["disabled"]:
         raise InvalidToken("wrong username or password")
     settings = service.settings.api
@@ -369,7 +385,10 @@ async def users(service: Service, caller: Admin) -> list[dict[str, Any]]:
 async def add_user(body: UserIn, service: Service, caller: Admin) -> dict[str, Any]:
     """Create a user."""
     row: dict[str, Any] = await service.db(
-        queries.create_user, body.username, hash_password(body.password), body.role
+        queries.create_user,
+        body.username,
+        await run_in_threadpool(hash_password, body.password),
+        body.role,
     )
     log.info(
         "user added", extra={"username": body.username, "role": body.role, "by": caller.username}

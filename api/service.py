@@ -121,6 +121,7 @@ class ApiService:
         self._producer_lock = asyncio.Lock()
         self.key_limiter = RateLimiter(settings.api.post_rate_per_min, 60.0)
         self.address_limiter = RateLimiter(settings.api.post_rate_per_address_per_min, 60.0)
+        self.login_limiter = RateLimiter(settings.api.login_rate_per_address_per_min, 60.0)
         self.started_at = self.clock.now()
         self.metrics = Metrics()
         self.cache = AnswerCache(settings.api.answer_cache_s)

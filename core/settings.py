@@ -172,6 +172,7 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(256 * 1024, ge=1024)
     post_rate_per_min: int = Field(30, ge=1)
     post_rate_per_address_per_min: int = Field(60, ge=1)
+    login_rate_per_address_per_min: int = Field(30, ge=1)
     publish_timeout_s: float = Field(5.0, gt=0)
     readiness_timeout_s: float = Field(2.0, gt=0)
     pg_pool_max: int = Field(10, ge=1)

@@ -73,6 +73,23 @@ def test_tokens_work_under_an_accelerated_city_clock(api_settings, users):
     assert me.status_code == 200, me.text
 
 
+def test_sign_ins_are_limited_per_address(api_settings, users):
+    # Each attempt costs a slow password check: unlimited, anyone could stall the service.
+    from api.app import create_app
+    from api.service import ApiService
+    from tests.integration.api.conftest import TestClient
+
+    api = api_settings.api.model_copy(update={"login_rate_per_address_per_min": 2})
+    settings = api_settings.model_copy(update={"api": api})
+    with TestClient(create_app(settings, ApiService(settings))) as c:
+        wrong = {"username": "dispatcher1", "password": "guess"}
+        assert [c.post("/api/token", data=wrong).status_code for _ in range(2)] == [401, 401]
+        right = {"username": "dispatcher1", "password": "dispatcher-password"}
+        limited = c.post("/api/token", data=right)
+    assert limited.status_code == 429, limited.text
+    assert 0 < int(limited.headers["retry-after"]) <= 60
+
+
 def test_reads_need_a_valid_token(client, users, world):
     assert client.get("/api/incidents").status_code == 401
     forged = {"Authorization": "Bearer " + users.tokens["admin"][:-2] + "xx"}
