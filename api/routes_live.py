@@ -3,7 +3,8 @@
 The bearer token comes as ``?token=...`` or as the first message ``{"token": "..."}``
 (within 10 s); ``?cursor=...`` resumes after a disconnect. Close codes: 4401 missing or
 invalid token (also when it expires, or its user is removed or disabled, while the feed is
-open), 4400 bad cursor, 1011 Kafka unavailable.
+open), 4400 bad cursor, 1011 Kafka unavailable, 1013 the client fell too far behind (it
+comes back with its cursor).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from api.auth import read_token
 from api.deps import authenticate
-from api.live import LiveFeed, parse_cursor
+from api.live import FeedLagging, FeedLost, LiveFeed, follow_hub, parse_cursor
 from api.service import ApiService
 from core.errors import CityfixError, InvalidMessage, PermissionDenied
 
@@ -64,12 +65,15 @@ async def live(ws: WebSocket) -> None:
         return
     log.info("live client connected", extra={"user": caller.username, "resume": cursor is not None})
     service.metrics.live_clients.inc()
-    feed = LiveFeed(service.settings, service.live_topics)
 
     async def send(data: bytes) -> None:
         await ws.send_text(data.decode())
 
-    pump = asyncio.create_task(feed.run(send, cursor))
+    if cursor is None:  # a new client: the process's hub has the snapshot ready
+        pump = asyncio.create_task(follow_hub(service.live_hub, send))
+    else:  # a resume: replayed from Kafka after the client's own cursor
+        feed = LiveFeed(service.settings, service.live_topics)
+        pump = asyncio.create_task(feed.run(send, cursor))
     listen = asyncio.create_task(_drain(ws))
     watch = asyncio.create_task(_watch(service, token))
     try:
@@ -79,7 +83,11 @@ async def live(ws: WebSocket) -> None:
         if watch in done:
             with contextlib.suppress(Exception):
                 await ws.close(4401, watch.result()[:120])
-    except (KafkaError, OSError) as exc:
+    except FeedLagging as exc:
+        log.info("live client too slow: %s", exc)
+        with contextlib.suppress(Exception):
+            await ws.close(1013, "too far behind; resume with your cursor")
+    except (KafkaError, OSError, FeedLost) as exc:
         log.warning("live feed failed: %r", exc)
         with contextlib.suppress(Exception):
             await ws.close(1011, "kafka unavailable")

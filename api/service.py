@@ -26,6 +26,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
 from api.cache import AnswerCache
+from api.live import LiveHub
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
 from core import topics
@@ -114,6 +115,7 @@ class ApiService:
         self.settings = settings
         # The topics live push follows (``api.live.STREAMS``; tests point it elsewhere).
         self.live_topics = live_topics
+        self.live_hub = LiveHub(settings, live_topics)
         self.clock = clock or settings.make_clock()
         self.pool: ConnectionPool | None = None
         self.mqtt = MqttPublisher(settings)
@@ -177,6 +179,7 @@ class ApiService:
 
     async def stop(self) -> None:
         """Close everything."""
+        await self.live_hub.stop()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None

@@ -186,3 +186,132 @@ def test_incidents_of_another_deployment_stay_off_the_feed(live_client, live_top
         snap = json.loads(ws.receive_text())
     shown = {i["incident_id"] for i in snap["incidents"]}
     assert ours in shown and theirs not in shown
+
+
+@pytest.mark.timeout(90)
+def test_later_clients_get_the_hubs_snapshot_without_finished_incidents(
+    live_client, live_topics, api_settings, users
+):
+    t0 = now()
+    done, going = f"inc-{uuid.uuid4().hex[:8]}", f"inc-{uuid.uuid4().hex[:8]}"
+    token = users.tokens["viewer"]
+    produce(api_settings, live_topics["incidents"], incident(done, [], [("open", t0, None)]))
+    with live_client.websocket_connect(f"/api/live?token={token}") as first:
+        assert done in {i["incident_id"] for i in json.loads(first.receive_text())["incidents"]}
+        closed = incident(
+            done, [], [("open", t0, None), ("closed", t0 + timedelta(minutes=5), None)]
+        )
+        produce(
+            api_settings,
+            live_topics["incidents"],
+            closed,
+            incident(going, [], [("open", t0, None)]),
+        )
+        # The change to a finished incident is still pushed: a map removes it.
+        change = receive_until(first, lambda m: m["type"] == "incident" and m["key"] == done)
+        assert change["data"]["status"] == "closed"
+    with live_client.websocket_connect(f"/api/live?token={token}") as later:
+        snap = json.loads(later.receive_text())
+    shown = {i["incident_id"] for i in snap["incidents"]}
+    assert going in shown and done not in shown
+    # The hub's cursor covers every record read, the finished one too.
+    assert sum(snap["cursor"]["incidents"].values()) >= sum(change["cursor"]["incidents"].values())
+
+
+def _hub_topics(settings, partitions: int) -> dict[str, str]:
+    uid = uuid.uuid4().hex[:8]
+    names = {
+        "incidents": f"test.api.hub.incidents.{uid}",
+        "assignments": f"test.api.hub.assignments.{uid}",
+    }
+
+    async def create():
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(n, partitions, 1) for n in names.values()])
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    return names
+
+
+async def _delete_topics(settings, names: dict[str, str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(list(names.values()))
+    finally:
+        await admin.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_client_too_far_behind_is_told_to_come_back_with_its_cursor(api_settings):
+    from api.live import FeedLagging, LiveHub
+
+    names = _hub_topics(api_settings, 1)
+    t0 = now()
+
+    async def run():
+        hub = LiveHub(api_settings, names, queue_max=3)
+        try:
+            _, queue = await hub.subscribe()
+            p = AIOKafkaProducer(bootstrap_servers=api_settings.kafka.bootstrap)
+            await p.start()
+            try:
+                for i in range(10):
+                    inc = incident(f"inc-lag-{i}", [], [("open", t0, None)])
+                    await p.send_and_wait(
+                        names["incidents"], dumps(inc), key=inc.incident_id.encode()
+                    )
+            finally:
+                await p.stop()
+            got = []
+            while not got or not isinstance(got[-1], Exception):
+                got.append(await asyncio.wait_for(queue.get(), 30))
+            return got
+        finally:
+            await hub.stop()
+            await _delete_topics(api_settings, names)
+
+    got = asyncio.run(run())
+    assert len(got) == 4 and isinstance(got[-1], FeedLagging)
+    assert [json.loads(m)["key"] for m in got[:3]] == ["inc-lag-0", "inc-lag-1", "inc-lag-2"]
+
+
+@pytest.mark.timeout(90)
+def test_the_hub_follows_partitions_added_after_it_started(api_settings):
+    from aiokafka.admin import NewPartitions
+
+    from api.live import LiveHub
+
+    names = _hub_topics(api_settings, 1)
+    t0 = now()
+
+    async def run():
+        hub = LiveHub(api_settings, names, refresh_s=0.5)
+        try:
+            _, queue = await hub.subscribe()
+            admin = AIOKafkaAdminClient(bootstrap_servers=api_settings.kafka.bootstrap)
+            await admin.start()
+            try:
+                await admin.create_partitions({names["incidents"]: NewPartitions(2)})
+            finally:
+                await admin.close()
+            p = AIOKafkaProducer(bootstrap_servers=api_settings.kafka.bootstrap)
+            await p.start()
+            try:
+                inc = incident("inc-new-partition", [], [("open", t0, None)])
+                await p.send_and_wait(
+                    names["incidents"], dumps(inc), key=inc.incident_id.encode(), partition=1
+                )
+            finally:
+                await p.stop()
+            return json.loads(await asyncio.wait_for(queue.get(), 30))
+        finally:
+            await hub.stop()
+            await _delete_topics(api_settings, names)
+
+    msg = asyncio.run(run())
+    assert msg["key"] == "inc-new-partition" and msg["cursor"]["incidents"]["1"] == 1
