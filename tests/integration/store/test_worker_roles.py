@@ -1,6 +1,7 @@
 """A ``--role dedup`` worker and a ``--role store`` worker side by side on real Kafka and
 PostgreSQL: the first turns reports into an incident, the second (its own consumer group)
-writes the reports and the incident to the database."""
+writes the reports and the incident to the database, and leaves out incidents another
+deployment's worker wrote to the shared topic."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from aiokafka import AIOKafkaProducer
 
 import geo
+from core import topics
 from core.kafka import skip_to_end
+from core.schemas import dumps
 from core.settings import GeoSettings, PostgresSettings
 from store import schema
+from tests.integration.api.helpers import incident
 from tests.integration.ingest.helpers import free_port
 from tests.integration.streams.test_worker import (
     APP_PREFIX,
@@ -40,6 +45,31 @@ def _stored(pg: PostgresSettings, report_ids: list[str]) -> tuple[int, list[tupl
             (report_ids,),
         ).fetchall()
     return (reports[0] if reports else 0), links
+
+
+async def _produce_incidents(settings, writers: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for incident_id, app in writers:
+            inc = incident(incident_id, [], [("open", datetime.now(UTC), None)])
+            await producer.send_and_wait(
+                topics.INCIDENTS,
+                dumps(inc),
+                key=incident_id.encode(),
+                partition=0,
+                headers=[(topics.APP_HEADER, app)],
+            )
+    finally:
+        await producer.stop()
+
+
+def _incident_ids(pg: PostgresSettings, ids: list[str]) -> set[str]:
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT incident_id FROM incidents WHERE incident_id = ANY(%s)", (ids,)
+        ).fetchall()
+    return {r[0] for r in rows}
 
 
 def test_a_dedup_worker_and_a_store_worker_split_the_work(settings, pg, uid, tmp_path):
@@ -89,6 +119,10 @@ def test_a_dedup_worker_and_a_store_worker_split_the_work(settings, pg, uid, tmp
     ]
     try:
         asyncio.run(produce_reports(settings, docs))
+        # Two incidents on one partition: another deployment's, then one of this app's.
+        theirs, ours = f"inc-theirs-{uid}", f"inc-ours-{uid}"
+        writers = [(theirs, b"cityfix-streams-bench-x"), (ours, app_id.encode())]
+        asyncio.run(_produce_incidents(settings, writers))
         deadline = time.monotonic() + 120
         reports, links = 0, []
         while time.monotonic() < deadline:
@@ -109,6 +143,10 @@ def test_a_dedup_worker_and_a_store_worker_split_the_work(settings, pg, uid, tmp
                 ).fetchone()[0]
             time.sleep(1)
         assert hourly == 3, workers[1].log()
+        # In partition order: once this app's incident is written, the other was seen.
+        while time.monotonic() < deadline and not _incident_ids(pg, [theirs, ours]):
+            time.sleep(1)
+        assert _incident_ids(pg, [theirs, ours]) == {ours}, workers[1].log()
         dedup_log, store_log = (w.log() for w in workers)
         assert f"role dedup, app id {app_id}" in dedup_log
         assert f"role store, app id {app_id}-store" in store_log
