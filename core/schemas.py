@@ -24,6 +24,8 @@ from pydantic import (
     NonNegativeInt,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 
 from core.errors import InvalidMessage
@@ -63,6 +65,17 @@ class AlertKind(StrEnum):
     PRESSURE_DROP = "pressure_drop"
     WATER_LEVEL_HIGH = "water_level_high"
     SIGNAL_FAULT = "signal_fault"
+
+
+#: The unit of each alert kind's ``value``. Scoring maps the value onto a magnitude on that
+#: scale, so an alert in another unit is refused rather than scored wrongly.
+ALERT_UNITS: dict[AlertKind, str] = {
+    AlertKind.ROAD_IMPACT: "g",  # peak vertical acceleration
+    AlertKind.LAMP_FAILURE: "flag",  # 1 failed (or the fraction of lamps out)
+    AlertKind.PRESSURE_DROP: "bar",  # below the nominal pressure
+    AlertKind.WATER_LEVEL_HIGH: "m",  # above the kerb
+    AlertKind.SIGNAL_FAULT: "flag",  # 1 faulty
+}
 
 
 class CrewState(StrEnum):
@@ -147,6 +160,14 @@ class SensorAlert(_Message):
     value: Annotated[float, Field(allow_inf_nan=False)]
     unit: Annotated[str, StringConstraints(min_length=1, max_length=16)]
     asset_id: AssetId | None = None
+
+    @field_validator("unit")
+    @classmethod
+    def _unit_of_kind(cls, unit: str, info: ValidationInfo) -> str:
+        kind = info.data.get("kind")  # absent when the kind itself was invalid
+        if kind is not None and unit != ALERT_UNITS[kind]:
+            raise ValueError(f"{kind.value} values are in {ALERT_UNITS[kind]!r}, not {unit!r}")
+        return unit
 
 
 class Telemetry(_Message):

@@ -8,6 +8,8 @@ import pytest
 
 from core.errors import InvalidMessage
 from core.schemas import (
+    ALERT_UNITS,
+    AlertKind,
     CitizenReport,
     CrewPosition,
     CrewStatus,
@@ -54,6 +56,9 @@ BAD = [
     ("unknown alert kind", SensorAlert, f.alert(kind="ufo"), "kind"),
     ("value not finite", SensorAlert, f.alert(value=float("nan")), "value"),
     ("device id with slash", SensorAlert, f.alert(device_id="a/b"), "device_id"),
+    # Scored on its kind's scale: 120 kPa read as 120 bar would be a burst main.
+    ("pressure in kPa", SensorAlert, f.alert(kind="pressure_drop", value=120, unit="kPa"), "unit"),
+    ("impact in m/s2", SensorAlert, f.alert(unit="m/s2"), "unit"),
     ("metric not a number", Telemetry, f.telemetry(metrics={"t": "hot"}), "metrics.t"),
     ("online not bool", DeviceStatus, f.device_status(online="maybe"), "online"),
     ("unknown crew status", CrewStatus, f.crew_status(status="napping"), "status"),
@@ -89,3 +94,9 @@ def test_a_nul_character_in_any_text_is_refused_and_its_spelling_out_is_not():
     assert err.value.field == "payload" and "NUL" in str(err.value)
     spelled = parse(CitizenReport, json.dumps(f.report(description="a \\u0000 b")).encode())
     assert spelled.description == "a \\u0000 b"
+
+
+def test_every_alert_kind_has_its_unit():
+    for kind in AlertKind:
+        doc = f.alert(kind=kind.value, value=1.0, unit=ALERT_UNITS[kind])
+        assert parse(SensorAlert, json.dumps(doc).encode()).unit == ALERT_UNITS[kind]
