@@ -103,6 +103,20 @@ def next_sim_epoch(
     return epoch if epoch > base else epoch + 86400.0
 
 
+def anchored_clock(factor: float, sim_epoch_s: float, starts_in_s: float = 0.0) -> Clock:
+    """A clock running at ``factor`` that reads ``sim_epoch_s`` ``starts_in_s`` wall s from now."""
+    return Clock(factor, time.time() + starts_in_s, sim_epoch_s)
+
+
+def clock_env(clock: Clock) -> dict[str, str]:
+    """The environment that gives a child process (through its settings) this clock."""
+    return {
+        "CITYFIX_CLOCK__FACTOR": repr(clock.factor),
+        "CITYFIX_CLOCK__WALL_EPOCH_S": repr(clock.wall_epoch_s),
+        "CITYFIX_CLOCK__SIM_EPOCH_S": repr(clock.sim_epoch_s),
+    }
+
+
 def _state_path(settings: Settings) -> Path:
     d = (settings.services_dir / "demo").resolve()
     d.mkdir(parents=True, exist_ok=True)
@@ -510,23 +524,15 @@ async def _run(settings: Settings, opts: DemoOptions, console: Console) -> dict[
     graph = await asyncio.to_thread(geo.load_city, geo_settings, city)
     console.print(f"[dim]road graph: {graph!r}[/dim]")
 
-    wall_epoch = time.time()
     # A day after the reopen window past the last run: old incidents stay in the past.
+    # The day is chosen now; the clock is anchored to it only when the pipeline starts.
     reopen_s = settings.streams.reopen_window_s
     sim_epoch = next_sim_epoch(
-        wall_epoch, _last_sim_s(settings), scenario.start_hour, gap_s=reopen_s + 86400.0
+        time.time(), _last_sim_s(settings), scenario.start_hour, gap_s=reopen_s + 86400.0
     )
-    clock = Clock(scenario.clock_factor, wall_epoch, sim_epoch)
     since = datetime.fromtimestamp(sim_epoch, tz=UTC)
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "CITYFIX_CLOCK__FACTOR": repr(scenario.clock_factor),
-        "CITYFIX_CLOCK__WALL_EPOCH_S": repr(wall_epoch),
-        "CITYFIX_CLOCK__SIM_EPOCH_S": repr(sim_epoch),
-        "CITYFIX_GEO__CITY": city,
-    }
-    demo = Demo(settings, console, env, clock, since)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CITYFIX_GEO__CITY": city}
+    demo = Demo(settings, console, env, anchored_clock(scenario.clock_factor, sim_epoch), since)
     cityfix = _cityfix_argv()
     try:
         migrate = resolve_command([["db", "migrate"]])
@@ -568,6 +574,12 @@ async def _run(settings: Settings, opts: DemoOptions, console: Console) -> dict[
             demo.say("demo", f"closed {closed} incidents left open by earlier demo runs")
         await demo.start_counting()
 
+        # The setup above takes from seconds to minutes: anchoring the clock before it put
+        # the simulators that far into the scenario, sending all that was due at once. The
+        # scenario's first second is now when the simulators start, after the warm-up.
+        warmup_s = min(opts.warmup_s, opts.duration_s or 1e9)
+        clock = anchored_clock(scenario.clock_factor, sim_epoch, starts_in_s=warmup_s)
+        demo.clock, demo.env = clock, {**env, **clock_env(clock)}
         pipeline = [
             ("ingest", [["ingest"], ["ingest", "run"]]),
             ("streams", [["streams", "worker"]]),
@@ -617,7 +629,7 @@ async def _run(settings: Settings, opts: DemoOptions, console: Console) -> dict[
         deadline = None if opts.duration_s is None else time.monotonic() + opts.duration_s
         # Give the pipeline a head start so the first reports find the bridge subscribed.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(demo.stop.wait(), min(opts.warmup_s, opts.duration_s or 1e9))
+            await asyncio.wait_for(demo.stop.wait(), warmup_s)
         if not demo.stop.is_set():
             demo.add("simulators", sim_argv, restart_after_success=False)
 

@@ -171,7 +171,9 @@ class CitizenSim:
                     report.report_id, report.fault_id, app_id, now.isoformat()
                 )
             agent.subscribe(request_status_topic(report.report_id))
-        payload = report_payload(report, now)
+        # The planned time, not the sending time: a restarted simulator sends its past
+        # reports again, and only an identical (report_id, reported_at) is a replay.
+        payload = report_payload(report, self.time.at(report.at_s))
         if agent.publish(report_topic(app_id), payload, stop=self.time.stop):
             self.sent[report.kind.value] += 1
             log.info(

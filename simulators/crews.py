@@ -39,6 +39,13 @@ log = logging.getLogger(__name__)
 
 Message = CrewStatus | CrewPosition
 
+# A plan made this soon after a crew completed one of its stops may not know of it yet
+# (status -> ingest -> streams -> dispatcher takes a few wall seconds, minutes of city).
+_COMPLETION_LAG_S = 300.0
+# Plans are stamped by the shared clock; one further ahead than this comes from another
+# run's clock (a demo runs the city days ahead) and would shadow every plan of this run.
+_PLAN_AHEAD_SLACK_S = 600.0
+
 
 class Phase(StrEnum):
     """Where a crew is in its day."""
@@ -81,8 +88,10 @@ class Crew:
         default_service_s: float = 1800.0,
         service_jitter: float = 0.0,
         service_scale: float = 1.0,
+        run_start_s: float = -math.inf,
     ) -> None:
         self.spec = spec
+        self.run_start_s = run_start_s
         self.rng = rng
         self.position_interval_s = position_interval_s
         shift_len = max(spec.shift_end_s - spec.shift_start_s, 1.0)
@@ -103,6 +112,7 @@ class Crew:
         self.until_s = 0.0
         self.incident_id: str | None = None
         self.completed: list[str] = []
+        self.completed_at: dict[str, float] = {}  # incident -> when last completed
         # On the truck (None: not tracked); a completed stop uses what its plan says.
         self.stock = None if spec.materials is None else dict(spec.materials)
         self.uses: dict[str, dict[str, int]] = {}
@@ -114,14 +124,22 @@ class Crew:
         return f"Crew({self.spec.crew_id!r}, {self.phase}, incident={self.incident_id})"
 
     # -- inputs ---------------------------------------------------------------------
-    def on_assignment(self, plan: Assignment) -> None:
-        """A new plan for this crew (acted on at the next tick)."""
+    def on_assignment(self, plan: Assignment, now_s: float) -> bool:
+        """Take a new plan (acted on at the next tick); ``now_s`` as for ``tick``.
+
+        Returns whether the plan was taken. Plans made before this run started, or ahead
+        of now by more than a little clock slack, are retained leftovers of other runs.
+        """
         if plan.crew_id != self.spec.crew_id:
-            return
+            return False
+        made_s = plan.created_at.timestamp()
+        if made_s < self.run_start_s or made_s > now_s + _PLAN_AHEAD_SLACK_S:
+            return False
         if self.plan is not None and plan.created_at < self.plan.created_at:
-            return  # an older plan arriving late
+            return False  # an older plan arriving late
         self.plan = plan
         self._plan_dirty = True
+        return True
 
     def tick(self, now_s: float) -> list[Message]:
         """Advance to ``now_s`` (simulated epoch seconds); the messages to publish."""
@@ -177,7 +195,10 @@ class Crew:
         legs = split_legs(plan.route.coordinates, stops, plan.leg_eta_s)
         self.service = {s.incident_id: s.service_s for s in plan.stops}
         self.uses = {s.incident_id: dict(s.materials) for s in plan.stops}
-        done = set(self.completed)
+        # A stop completed after the plan was made is done; a later plan naming it again
+        # (the incident reopened) means it.
+        made_s = plan.created_at.timestamp()
+        done = {i for i, t in self.completed_at.items() if made_s < t + _COMPLETION_LAG_S}
         return [leg for leg in legs if leg.incident_id not in done]
 
     def _take_plan(self, now_s: float) -> list[Message]:
@@ -222,6 +243,7 @@ class Crew:
                 self.stock[m] = max(0, self.stock.get(m, 0) - n)
         out: list[Message] = [self._status(CrewState.COMPLETED, now_s)]
         self.completed.append(self.incident_id)
+        self.completed_at[self.incident_id] = now_s
         self.incident_id, self.leg = None, None
         self.phase = Phase.IDLE
         if now_s >= self.spec.shift_end_s:
@@ -305,6 +327,7 @@ def make_crews(
                 default_service_s=cfg.default_service_s,
                 service_jitter=cfg.service_jitter,
                 service_scale=cfg.service_scale,
+                run_start_s=start_s,
             )
         )
     return crews
@@ -342,7 +365,15 @@ class CrewSim:
             log.warning("bad assignment crew=%s reason=%s", crew.spec.crew_id, exc)
             return
         with self._lock:
-            crew.on_assignment(plan)
+            taken = crew.on_assignment(plan, self.time.now_s())
+        if not taken:
+            log.info(
+                "plan ignored crew=%s plan=%s created_at=%s",
+                crew.spec.crew_id,
+                plan.plan_id,
+                plan.created_at.isoformat(),
+            )
+            return
         log.info(
             "plan crew=%s plan=%s stops=%s",
             crew.spec.crew_id,

@@ -35,7 +35,7 @@ _STOP_GRACE_S = 5.0
 
 def app_ids(scenario: Scenario) -> list[str]:
     """The citizen app identities of a scenario."""
-    return [f"app-{i + 1:03d}" for i in range(scenario.citizens.apps)]
+    return scenario.app_ids()
 
 
 def identities_needed(scenario: Scenario, which: set[str]) -> list[tuple[str, str]]:
@@ -95,7 +95,7 @@ class SimRun:
 
 
 def run(sim: SimRun, which: set[str]) -> dict[str, object]:
-    """Run the chosen simulators in threads; return their results by kind."""
+    """Run the chosen simulators in threads; return their results by kind (see ``run_jobs``)."""
     plan = sim.plan()
     log.info(
         "scenario=%s city=%s seed=%d faults=%d reports=%d alerts=%d devices=%d",
@@ -132,16 +132,29 @@ def run(sim: SimRun, which: set[str]) -> dict[str, object]:
         )
         crews = make_crews(sim.scenario, sim.time.start_s, depot, sim.seed)
         jobs["crews"] = CrewSim(crews, sim.creds, sim.broker, sim.time, duration).run
+    return run_jobs(jobs, sim.time.stop, sim.results)
 
+
+def run_jobs(
+    jobs: dict[str, Callable[[], dict[str, object]]],
+    stop: threading.Event,
+    results: dict[str, object],
+    grace_s: float = _STOP_GRACE_S,
+) -> dict[str, object]:
+    """Run each job in its own thread; fill ``results`` by name and return it.
+
+    A job that raises sets ``stop`` for the others, and its error is raised here (as
+    ``RuntimeError``) once they have ended, or after ``grace_s`` of them not ending.
+    """
     errors: dict[str, BaseException] = {}
 
     def _run(name: str, job: Callable[[], dict[str, object]]) -> None:
         try:
-            sim.results[name] = job()
+            results[name] = job()
         except BaseException as exc:  # reported to the caller, who decides
             log.exception("simulator failed: %s", name)
             errors[name] = exc
-            sim.time.stop.set()
+            stop.set()
 
     threads = [
         threading.Thread(target=_run, args=(n, j), name=f"sim-{n}", daemon=True)
@@ -150,16 +163,17 @@ def run(sim: SimRun, which: set[str]) -> dict[str, object]:
     for t in threads:
         t.start()
     stop_deadline: float | None = None
+    busy = False
     for t in threads:
-        while t.is_alive():
-            t.join(0.5)
-            if sim.time.stop.is_set():
-                stop_deadline = stop_deadline or time.monotonic() + _STOP_GRACE_S
-                if time.monotonic() > stop_deadline:
-                    # Still connecting or flushing to a slow broker: do not hold the exit up.
-                    log.warning("simulators still busy after stop; leaving them")
-                    return sim.results
+        while t.is_alive() and not busy:
+            t.join(min(0.5, grace_s))
+            if stop.is_set():
+                stop_deadline = stop_deadline or time.monotonic() + grace_s
+                # Still connecting or flushing to a slow broker: do not hold the exit up.
+                busy = time.monotonic() > stop_deadline
+    if busy:
+        log.warning("simulators still busy after stop; leaving them")
     if errors:
         name, exc = next(iter(errors.items()))
         raise RuntimeError(f"{name} simulator failed: {exc}") from exc
-    return sim.results
+    return results

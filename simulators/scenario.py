@@ -44,7 +44,15 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from core.errors import ConfigError
 from core.schemas import Category
@@ -53,6 +61,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = REPO / "scenarios" / "porto.yaml"
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
+# As a crew's status carries them on the wire (``core.schemas.CrewStatus``).
+ShortName = Annotated[str, StringConstraints(max_length=32)]
 
 _DEFAULT_RATES: dict[Category, float] = {
     Category.POTHOLE: 4.0,
@@ -111,11 +121,11 @@ class CrewGroup(_Section):
 
     prefix: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")
     count: int = Field(1, ge=1, le=200)
-    skills: list[str] = Field(default_factory=list)
+    skills: list[ShortName] = Field(default_factory=list)
     shift_start_s: float = Field(0.0, ge=0)
     shift_end_s: float = Field(8 * 3600.0, gt=0)
     # What each crew loads at the start of its shift, by material (None: not tracked).
-    materials: dict[str, int] | None = None
+    materials: dict[ShortName, NonNegativeInt] | None = None
 
 
 class CrewsConfig(_Section):
@@ -153,9 +163,27 @@ class Scenario(_Section):
     sensors: SensorsConfig = Field(default_factory=SensorsConfig)
     crews: CrewsConfig = Field(default_factory=CrewsConfig)
 
+    def app_ids(self) -> list[str]:
+        """The citizen app identities."""
+        return [f"app-{i + 1:03d}" for i in range(self.citizens.apps)]
+
     def crew_ids(self) -> list[tuple[str, CrewGroup]]:
         """Every crew id with its group, in a stable order."""
         return [(f"{g.prefix}-{i + 1:02d}", g) for g in self.crews.groups for i in range(g.count)]
+
+    @model_validator(mode="after")
+    def _ids_unique(self) -> Scenario:
+        # Each id is one MQTT login (and client id): two parties sharing one would keep
+        # disconnecting each other, and one kind's identity would replace the other's.
+        from simulators.fleet import device_ids  # fleet imports this module
+
+        seen: set[str] = set()
+        ids = [*self.app_ids(), *device_ids(self.sensors), *(c for c, _g in self.crew_ids())]
+        for ident in ids:
+            if ident in seen:
+                raise ValueError(f"id {ident} is used twice (check the crew prefixes)")
+            seen.add(ident)
+        return self
 
 
 def load_scenario(path: Path | str | None = None, **overrides: object) -> Scenario:
@@ -182,4 +210,5 @@ def load_scenario(path: Path | str | None = None, **overrides: object) -> Scenar
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"scenario {file}: {loc}: {err['msg']}") from exc
+        where = f"{loc}: " if loc else ""  # a check across sections names no field
+        raise ConfigError(f"scenario {file}: {where}{err['msg']}") from exc

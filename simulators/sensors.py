@@ -20,6 +20,7 @@ import numpy as np
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from core.errors import ServiceUnavailable
 from core.schemas import AlertKind, DeviceStatus, SensorAlert, Telemetry, dumps
 from core.topics import sensor_topic
 from simulators.faults import PlannedAlert
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # Events in the device loop: (due offset_s, order, kind, device index, payload).
 _TELEMETRY, _ALERT, _DROP, _BACK = "telemetry", "alert", "drop", "back"
+# A device that cannot get back online tries again this much later (simulated).
+_RECONNECT_RETRY_S = 60.0
 
 
 def status_payload(device_id: str, online: bool, at: datetime) -> bytes:
@@ -203,7 +206,12 @@ class SensorSim:
             self._drop(i)
             return due + self.dropout_s, _BACK, None
         if kind == _BACK:
-            self._connect(i)
+            try:
+                self._connect(i)
+            except ServiceUnavailable as exc:
+                # One device's failed login must not end the fleet's day: try again later.
+                log.warning("device reconnect failed device=%s reason=%s", dev.device_id, exc)
+                return due + _RECONNECT_RETRY_S, _BACK, None
             log.info("device back online device=%s", dev.device_id)
             nxt = self._next_dropout(due)
             return (nxt, _DROP, None) if nxt is not None else None

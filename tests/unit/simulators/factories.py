@@ -1,10 +1,25 @@
-"""A small synthetic city for simulator tests: a grid of streets, no road graph needed."""
+"""Simulator test helpers: a grid city (no road graph needed), a clock that stands still."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from core.clock import Clock
 from simulators.citymap import CityMap
+
+
+class ManualClock(Clock):
+    """The shared clock, standing at ``now_s`` (simulated) until a test moves it."""
+
+    def __init__(self, now_s: float, factor: float = 60.0) -> None:
+        super().__init__(factor, 0.0, now_s)
+        object.__setattr__(self, "now_s", now_s)
+
+    def time(self) -> float:
+        return self.now_s
+
+    def advance(self, sim_s: float) -> None:
+        object.__setattr__(self, "now_s", self.now_s + sim_s)
 
 
 def grid_city(

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from cli.cmd_demo import next_sim_epoch, resolve_command
+import pytest
+
+from cli.cmd_demo import anchored_clock, clock_env, next_sim_epoch, resolve_command
+from core.settings import Settings
 
 DAY = 86400.0
 
@@ -19,3 +22,14 @@ def test_the_demo_finds_the_subcommands_that_exist() -> None:
     assert resolve_command([["nope"], ["services", "up"]]) == ["services", "up"]
     assert resolve_command([["services"]]) is None  # a group is not runnable
     assert resolve_command([["no", "such"]]) is None
+
+
+def test_the_scenario_starts_when_the_simulators_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    sim_epoch = 20_001 * DAY + 7 * 3600
+    clock = anchored_clock(60.0, sim_epoch, starts_in_s=8.0)
+    # During the 8 s warm-up the city has not reached the scenario's first second yet.
+    assert clock.time() == pytest.approx(sim_epoch - 8.0 * 60, abs=1.0)
+    # Every child process reads the same anchor from its environment.
+    for name, value in clock_env(clock).items():
+        monkeypatch.setenv(name, value)
+    assert Settings(_env_file=None).make_clock() == clock  # type: ignore[call-arg]
