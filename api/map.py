@@ -38,6 +38,7 @@ import numpy as np
 import shapely
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import KEY_PREFIX, key_digest
 from core.errors import Conflict
@@ -223,6 +224,22 @@ class _LazyTiler:
             raise HTTPException(503, f"road network unavailable: {self._error}")
         return self._tiler
 
+    async def ready(self, limit_s: float = 60.0) -> RoadTiler:
+        """``get`` for async routes: waits on the event loop, not in a worker thread.
+
+        A request waiting in a thread holds one of the threads every database call also
+        needs; while the graph loads (a minute on a first run), a page's tile requests
+        would have held them all. Past ``limit_s`` the answer is a 503 with Retry-After.
+        """
+        deadline = time.monotonic() + limit_s
+        while not self._done.is_set():
+            if time.monotonic() > deadline:
+                raise HTTPException(
+                    503, "road network still loading", headers={"Retry-After": "10"}
+                )
+            await asyncio.sleep(0.05)
+        return self.get()
+
 
 _TILE_HEADERS = {"Cache-Control": "public, max-age=86400"}
 _MVT = "application/vnd.mapbox-vector-tile"
@@ -340,10 +357,11 @@ def build_router(settings: Settings, *, graph: Callable[[], RoadGraph] | None = 
         return FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
     @router.get("/tiles/roads.json", summary="TileJSON of the road layer")
-    def roads_tilejson(request: Request) -> JSONResponse:
+    async def roads_tilejson(request: Request) -> JSONResponse:
         url = str(request.url_for("road_tile", z="0", x="0", y="0"))
         url = url.replace("/0/0/0.pbf", "/{z}/{x}/{y}.pbf")
-        return JSONResponse(tiler.get().tilejson(url), headers={"Cache-Control": "no-cache"})
+        ready = await tiler.ready()
+        return JSONResponse(ready.tilejson(url), headers={"Cache-Control": "no-cache"})
 
     @router.get(
         "/tiles/roads/{z}/{x}/{y}.pbf",
@@ -351,10 +369,11 @@ def build_router(settings: Settings, *, graph: Callable[[], RoadGraph] | None = 
         summary="One Mapbox Vector Tile of the road network (204 where there is no road)",
         response_class=Response,
     )
-    def road_tile(z: int, x: int, y: int) -> Response:
+    async def road_tile(z: int, x: int, y: int) -> Response:
         if not 0 <= z <= 22:
             raise HTTPException(404, "zoom out of range")
-        data = tiler.get().tile(z, x, y)
+        ready = await tiler.ready()
+        data = await run_in_threadpool(ready.tile, z, x, y)
         if not data:
             return Response(status_code=204, headers=_TILE_HEADERS)
         return Response(data, media_type=_MVT, headers=_TILE_HEADERS)

@@ -131,6 +131,7 @@ class ApiService:
         self._user_loads: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
         self._graph: RoadGraph | None = None
         self._graph_lock = threading.Lock()
+        self._graph_loading = asyncio.Lock()
 
     # --- the city ----------------------------------------------------------------------
 
@@ -147,7 +148,11 @@ class ApiService:
         The same rules as the stream worker's: inside the city's service area, and at
         most ``streams.max_road_offset_m`` from a road.
         """
-        # Off the event loop, loading included (the graph may still be loading).
+        if self._graph is None:
+            # One request loads it in a worker thread; the others wait here, on the event
+            # loop, rather than each holding a thread the database calls also need.
+            async with self._graph_loading:
+                await run_in_threadpool(self.graph)
         snapped = await run_in_threadpool(lambda: self.graph().snap([lat], [lon]))
         if not snapped.ok[0]:
             return snapped.reason[0] or "outside the service area"
