@@ -761,6 +761,7 @@ class Engine:
             road_class=inc.road_class,
             poi_kinds=self.roads.poi_kinds(inc.lat, inc.lon),
             open_s=(end - inc.opened_at).total_seconds(),
+            time_open_floor=inc.score_breakdown.get(scoring.TIME_OPEN, 0.0),
         )
         s = scoring.score(factors, self.thresholds)
         return inc.model_copy(

@@ -22,7 +22,10 @@ class, never the score. The SLA deadline ``expected_at`` is ``opened_at`` plus t
 family's SLA, shortened for urgent classes (P1 at most 4 h, P2 at most 24 h).
 
 Every part is non-decreasing in reporters, corroboration, magnitude and time open, so
-more evidence never lowers the priority.
+more evidence never lowers the priority. Time open is measured up to the clock when the
+aging timer re-scores, and up to the newest evidence when evidence arrives; the points it
+has reached are kept (``Factors.time_open_floor``), so a late report, stamped before the
+last aging, does not take them back.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ class Factors:
     road_class: str | None = None
     poi_kinds: tuple[str, ...] = ()
     open_s: float = 0.0
+    # The time_open points already reached: time open only grows while an incident lasts.
+    time_open_floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -133,8 +138,9 @@ def breakdown(f: Factors) -> dict[str, float]:
         SENSOR_CORROBORATION: CORROBORATION_POINTS if f.corroborated else 0.0,
         ROAD_CLASS: road_class_points(f.road_class),
         NEARBY_POI: poi_points(f.poi_kinds),
-        TIME_OPEN: round(
-            TIME_OPEN_POINTS * min(ratio, TIME_OPEN_MAX_RATIO) / TIME_OPEN_MAX_RATIO, 3
+        TIME_OPEN: max(
+            f.time_open_floor,
+            round(TIME_OPEN_POINTS * min(ratio, TIME_OPEN_MAX_RATIO) / TIME_OPEN_MAX_RATIO, 3),
         ),
     }
 

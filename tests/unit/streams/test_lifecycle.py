@@ -362,3 +362,18 @@ def test_aging_ticks_due_incidents_and_passes_over_finished_ones(ags, quick, sit
     assert ticks(closed) == []
     for finished in (S.MERGED, S.DUPLICATE):
         assert ticks(closed.model_copy(update={"status": finished})) == []
+
+
+def test_a_late_report_does_not_take_back_the_time_open_points_aging_gave(ags, quick, sites):
+    edge, mid = sites[8]
+    quick.feed([report_raw(*point_along(ags, edge, mid), at=later(-48 * 3600))])
+    [inc] = quick.active()
+    cell = inc.incident_id.rsplit(".", 1)[0]
+    quick.send(cell, {"t": "tick", "incident_id": inc.incident_id})  # aged to now: 48 h open
+    aged = quick.incidents[inc.incident_id].score_breakdown["time_open"]
+    assert aged > 5
+    # A second reporter's report, sent now but made 47 h ago (no signal on the street).
+    quick.feed([report_raw(*point_along(ags, edge, mid + 2), at=later(-47 * 3600))])
+    joined = quick.incidents[inc.incident_id]
+    assert joined.reporters == 2
+    assert joined.score_breakdown["time_open"] >= aged
