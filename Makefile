@@ -11,9 +11,20 @@ setup: $(BIN)/cityfix
 	$(BIN)/cityfix services install
 	@if [ -f api/web/package.json ]; then $(MAKE) --no-print-directory web; fi
 
+# uv from PATH or the user's pip directory (~/.local/bin), installed when missing. A Debian
+# 12 system Python refuses a plain `pip install` (PEP 668); `--user` with
+# --break-system-packages installs into the home directory, not over the system's files.
+UV_USER := $(shell python3 -m site --user-base 2>/dev/null)/bin/uv
+
 $(BIN)/cityfix: pyproject.toml uv.lock
-	@command -v uv >/dev/null || python3 -m pip install --quiet uv
-	uv sync --frozen
+	@if ! command -v uv >/dev/null && [ ! -x "$(UV_USER)" ]; then \
+		echo "installing uv with pip"; \
+		python3 -m pip install --quiet uv 2>/dev/null \
+		|| python3 -m pip install --quiet --user uv 2>/dev/null \
+		|| python3 -m pip install --quiet --user --break-system-packages uv \
+		|| { echo "cannot install uv with pip; install it (https://docs.astral.sh/uv/)" >&2; exit 1; }; \
+	fi
+	@uv=$$(command -v uv || echo "$(UV_USER)"); echo "$$uv sync --frozen"; "$$uv" sync --frozen
 	@touch $@
 
 web:

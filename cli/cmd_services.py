@@ -56,9 +56,19 @@ def register(app: typer.Typer) -> None:
         _console.print(f"wrote {passwd} and {acl}")
 
     @group.command("topics")
-    def topics(ctx: typer.Context) -> None:
-        """Create the Kafka topics of cityfix on a running broker."""
-        created = asyncio.run(services.Kafka(settings_of(ctx)).create_topics())
+    def topics(
+        ctx: typer.Context,
+        wait: Annotated[
+            float,
+            typer.Option("--wait", min=0, help="Seconds to wait for a broker still starting."),
+        ] = 60.0,
+    ) -> None:
+        """Create the Kafka topics of cityfix; exit 1 if the broker does not answer in time."""
+        try:
+            created = asyncio.run(services.Kafka(settings_of(ctx)).create_topics(wait))
+        except CityfixError as exc:
+            _console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
         _console.print("created: " + (", ".join(created) or "nothing, all existed"))
 
     @group.command("down")

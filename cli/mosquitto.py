@@ -2,7 +2,9 @@
 
 The registry of identities (``.services/mosquitto/identities.json``) is the source of truth;
 the password file is kept with ``mosquitto_passwd`` and the ACL file is rendered from the
-registry on every change, then the broker is told to reload (SIGHUP) without a restart.
+registry on every change, then the broker is told to reload (SIGHUP) without a restart. Only
+a broker started by ``cityfix services up`` can be told (its pid file is under
+``.services/``); any other broker, e.g. in a container, re-reads the files on its own SIGHUP.
 
 Rights per kind (``{id}`` is the identity's own id, which is also its username):
 
@@ -14,7 +16,10 @@ Rights per kind (``{id}`` is the identity's own id, which is also its username):
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -109,8 +114,8 @@ def _save(settings: Settings, identities: list[Identity]) -> None:
     tmp.replace(path)
 
 
-def render_acl(settings: Settings) -> None:
-    """Write the ACL file from the base rights and the registry."""
+def render_acl(settings: Settings) -> bool:
+    """Write the ACL file from the base rights and the registry; whether it changed."""
     base = (
         (_DEPLOY / "acl.base").read_text().replace("{service_user}", settings.mqtt.service_username)
     )
@@ -119,9 +124,14 @@ def render_acl(settings: Settings) -> None:
         if ident.id == settings.mqtt.service_username:
             continue
         blocks.append(f"user {ident.id}\n" + "\n".join(rights(ident.kind, ident.id)) + "\n")
+    text = "\n".join(blocks)
+    with contextlib.suppress(FileNotFoundError):
+        if acl_path(settings).read_text() == text:
+            return False
     tmp = acl_path(settings).with_suffix(".tmp")
-    tmp.write_text("\n".join(blocks))
+    tmp.write_text(text)
     tmp.replace(acl_path(settings))
+    return True
 
 
 def _set_password(settings: Settings, username: str, password: str) -> None:
@@ -130,6 +140,37 @@ def _set_password(settings: Settings, username: str, password: str) -> None:
     if not path.exists():
         path.touch(mode=0o600)
     subprocess.run(args, check=True, capture_output=True)
+
+
+def _password_matches(settings: Settings, username: str, password: str) -> bool:
+    """Whether the password file already holds ``password`` for ``username``.
+
+    ``mosquitto_passwd`` salts afresh on every call, so re-setting an unchanged password
+    would still change the file; the hash is checked here instead (``$6$``: SHA-512 of
+    password and salt, ``$7$``: PBKDF2-HMAC-SHA-512, the Mosquitto 2 default).
+    """
+    try:
+        lines = passwd_path(settings).read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    secret = password.encode()
+    for line in lines:
+        user, _, stored = line.partition(":")
+        if user != username:
+            continue
+        parts = stored.split("$")
+        try:
+            if len(parts) == 4 and parts[1] == "6":
+                salt, digest = base64.b64decode(parts[2]), base64.b64decode(parts[3])
+                return hmac.compare_digest(hashlib.sha512(secret + salt).digest(), digest)
+            if len(parts) == 5 and parts[1] == "7":
+                salt, digest = base64.b64decode(parts[3]), base64.b64decode(parts[4])
+                derived = hashlib.pbkdf2_hmac("sha512", secret, salt, int(parts[2]), len(digest))
+                return hmac.compare_digest(derived, digest)
+        except ValueError:
+            return False
+        return False
+    return False
 
 
 def _delete_password(settings: Settings, username: str) -> None:
@@ -141,23 +182,43 @@ def _delete_password(settings: Settings, username: str) -> None:
         )
 
 
+def broker_pid_path(settings: Settings) -> Path:
+    """The pid file of the broker that ``cityfix services up`` runs."""
+    return _dir(settings) / "mosquitto.pid"
+
+
 def reload_broker(settings: Settings) -> bool:
-    """Ask a running broker to re-read password file and ACL (SIGHUP)."""
+    """Ask the local broker to re-read password file and ACL (SIGHUP).
+
+    False when there is no local broker to signal (no pid file, a stale pid, another
+    user's process): a broker elsewhere, e.g. in a container, needs its own SIGHUP.
+    """
     try:
-        pid = int((_dir(settings) / "mosquitto.pid").read_text().split()[0])
+        pid = int(broker_pid_path(settings).read_text().split()[0])
         os.kill(pid, signal.SIGHUP)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError, PermissionError):
         return False
     return True
 
 
-def ensure_service_identity(settings: Settings) -> None:
-    """Register cityfix's own service identity with the password from settings."""
+def ensure_service_identity(settings: Settings) -> bool:
+    """Register cityfix's own service identity with the password from settings.
+
+    Returns whether the password file, registry or ACL changed, i.e. whether a running
+    broker needs a reload; an unchanged set-up is left as it is.
+    """
     ident = settings.mqtt.service_username
-    _set_password(settings, ident, settings.mqtt.service_password.get_secret_value())
-    known = [i for i in list_identities(settings) if i.id != ident]
-    _save(settings, [*known, Identity(ident, IdentityKind.SERVICE, _now())])
-    render_acl(settings)
+    changed = False
+    password = settings.mqtt.service_password.get_secret_value()
+    if not _password_matches(settings, ident, password):
+        _set_password(settings, ident, password)
+        changed = True
+    identities = list_identities(settings)
+    if not any(i.id == ident and i.kind is IdentityKind.SERVICE for i in identities):
+        known = [i for i in identities if i.id != ident]
+        _save(settings, [*known, Identity(ident, IdentityKind.SERVICE, _now())])
+        changed = True
+    return render_acl(settings) or changed
 
 
 def _now() -> str:
@@ -165,9 +226,17 @@ def _now() -> str:
 
 
 def add_identity(
-    settings: Settings, kind: IdentityKind, ident: str, password: str | None = None
+    settings: Settings,
+    kind: IdentityKind,
+    ident: str,
+    password: str | None = None,
+    *,
+    reload: bool = True,
 ) -> str:
-    """Create (or re-key) an identity; return its password (generated when not given)."""
+    """Create (or re-key) an identity; return its password (generated when not given).
+
+    With ``reload`` the local broker is told at once (see :func:`reload_broker`).
+    """
     if not valid_id(ident):
         raise InvalidMessage("ids are 1-64 of A-Z a-z 0-9 _ . : - (starting alphanumeric)", "id")
     existing = {i.id: i for i in list_identities(settings)}
@@ -179,12 +248,13 @@ def add_identity(
     existing[ident] = Identity(ident, kind, created)
     _save(settings, list(existing.values()))
     render_acl(settings)
-    reload_broker(settings)
+    if reload:
+        reload_broker(settings)
     return password
 
 
-def revoke_identity(settings: Settings, ident: str) -> None:
-    """Remove an identity's credential and rights; the broker reloads at once."""
+def revoke_identity(settings: Settings, ident: str, *, reload: bool = True) -> None:
+    """Remove an identity's credential and rights; with ``reload`` the local broker is told."""
     existing = {i.id: i for i in list_identities(settings)}
     if ident not in existing:
         raise NotFound(f"no identity {ident!r}")
@@ -192,7 +262,8 @@ def revoke_identity(settings: Settings, ident: str) -> None:
     del existing[ident]
     _save(settings, list(existing.values()))
     render_acl(settings)
-    reload_broker(settings)
+    if reload:
+        reload_broker(settings)
 
 
 def ping(settings: Settings, timeout_s: float = 3.0) -> bool:

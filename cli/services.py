@@ -21,12 +21,14 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from cli import mosquitto
 from core.errors import ServiceUnavailable
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
+
+_T = TypeVar("_T")
 
 # Debian packages per need; installed only when the probe command is missing.
 _APT = {
@@ -145,21 +149,60 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _wait(check: object, what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
+@contextlib.contextmanager
+def _quiet_kafka_client() -> Iterator[None]:
     # Connection refusals are expected while a server boots; keep them out of the log.
     quiet = logging.getLogger("aiokafka")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
-        _poll(check, deadline)
+        yield
+    finally:
+        quiet.setLevel(level)
+
+
+def _wait(check: object, what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    try:
+        with _quiet_kafka_client():
+            _poll(check, deadline)
         return
     except Exception as exc:
         last = exc
-    finally:
-        quiet.setLevel(level)
     raise ServiceUnavailable(f"{what} did not answer within {timeout_s:.0f} s ({last})")
+
+
+def _kafka_starting(exc: BaseException) -> bool:
+    """Whether a Kafka client error is what a broker that is still starting gives."""
+    if isinstance(exc, KafkaError):
+        return exc.retriable or isinstance(exc, KafkaTimeoutError)
+    return isinstance(exc, OSError)  # refused, unreachable, timed out (TimeoutError)
+
+
+async def _retry_while_starting(
+    attempt: Callable[[], Awaitable[_T]], what: str, timeout_s: float, pause_s: float = 1.0
+) -> _T:
+    """Run ``attempt`` until it succeeds, retrying while the broker is still starting.
+
+    Other errors pass through at once; after ``timeout_s`` the last refusal becomes a
+    :class:`ServiceUnavailable` that names what did not answer.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with _quiet_kafka_client():
+                return await attempt()
+        except (KafkaError, OSError) as exc:
+            if not _kafka_starting(exc):
+                raise
+            if time.monotonic() + pause_s > deadline:
+                reason = str(exc) or type(exc).__name__
+                raise ServiceUnavailable(
+                    f"{what} did not answer within {timeout_s:.0f} s ({reason})"
+                ) from exc
+            log.info("%s not answering yet (%s); retrying", what, type(exc).__name__)
+            await asyncio.sleep(pause_s)
 
 
 def _poll(check: object, deadline: float) -> None:
@@ -197,6 +240,20 @@ def _render(template: Path, **values: object) -> str:
     return text
 
 
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _failed(exc: subprocess.CalledProcessError) -> str:
+    """A failed command's own words, on one line."""
+    out = exc.stderr or exc.stdout or b""
+    text = out.decode(errors="replace") if isinstance(out, bytes) else out
+    return " ".join(text.split()) or f"exit status {exc.returncode}"
+
+
 # --- Mosquitto -------------------------------------------------------------------------
 
 
@@ -211,21 +268,23 @@ class Mosquitto:
         self.pidfile = self.dir / "mosquitto.pid"
         self.conf = self.dir / "mosquitto.conf"
 
-    def _configure(self) -> None:
+    def _configure(self) -> bool:
+        """Render the configuration and the service identity; whether anything changed."""
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(
-            _render(
-                DEPLOY / "mosquitto" / "mosquitto.conf",
-                port=self.s.mqtt.port,
-                host=self.s.mqtt.host,
-                data_dir=self.dir / "data",
-                passwd=mosquitto.passwd_path(self.s),
-                acl=mosquitto.acl_path(self.s),
-                pid=self.pidfile,
-                log=self.dir / "mosquitto.log",
-            )
+        conf = _render(
+            DEPLOY / "mosquitto" / "mosquitto.conf",
+            port=self.s.mqtt.port,
+            host=self.s.mqtt.host,
+            data_dir=self.dir / "data",
+            passwd=mosquitto.passwd_path(self.s),
+            acl=mosquitto.acl_path(self.s),
+            pid=self.pidfile,
+            log=self.dir / "mosquitto.log",
         )
-        mosquitto.ensure_service_identity(self.s)
+        changed = not self.conf.exists() or self.conf.read_text() != conf
+        if changed:
+            self.conf.write_text(conf)
+        return mosquitto.ensure_service_identity(self.s) or changed
 
     def _answers(self) -> bool:
         return mosquitto.ping(self.s)
@@ -233,9 +292,12 @@ class Mosquitto:
     def up(self) -> str:
         """Start the broker unless it already runs; wait until it accepts a login."""
         if _pid_alive(_read_pid(self.pidfile)):
-            # Running already; a busy machine may just be slow to answer.
-            self._configure()
-            mosquitto.reload_broker(self.s)
+            # Running already; a busy machine may just be slow to answer. A reload drops
+            # no client, but is only worth it for a changed password file or ACL.
+            if self._configure():
+                mosquitto.reload_broker(self.s)
+                _wait(self._answers, "mosquitto", 20)
+                return "already running (configuration reloaded)"
             _wait(self._answers, "mosquitto", 20)
             return "already running"
         ensure_packages("mosquitto")
@@ -343,12 +405,24 @@ class Kafka:
         finally:
             await admin.close()
 
-    async def create_topics(self) -> list[str]:
-        """Create the topics of ``core.topics`` that do not exist yet."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.s.kafka.bootstrap)
-        await admin.start()
+    async def create_topics(self, timeout_s: float = 60.0) -> list[str]:
+        """Create the topics of ``core.topics`` that do not exist yet.
+
+        A broker that is still starting (a container started alongside) is retried for up
+        to ``timeout_s``, then :class:`ServiceUnavailable`: a client producing before the
+        topics exist would have the broker auto-create them, without compaction.
+        """
+        return await _retry_while_starting(
+            self._create_missing_topics, f"kafka at {self.s.kafka.bootstrap}", timeout_s
+        )
+
+    async def _create_missing_topics(self) -> list[str]:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.s.kafka.bootstrap, request_timeout_ms=10_000
+        )
         created: list[str] = []
         try:
+            await admin.start()
             existing = set(await admin.list_topics())
             for t in KAFKA_TOPICS:
                 if t.name in existing:
@@ -416,6 +490,17 @@ class Kafka:
 
 # --- PostgreSQL ------------------------------------------------------------------------
 
+_PG_CONF_MARK = "\n# --- cityfix ---\n"
+
+
+def with_cityfix_block(conf: str, block: str) -> str:
+    """``postgresql.conf`` text with cityfix's block (all after its marker) set to ``block``.
+
+    What ``initdb`` wrote stays as it was; later lines win in postgresql.conf, so the block
+    at the end decides port, addresses and preloads.
+    """
+    return conf.split(_PG_CONF_MARK, 1)[0] + _PG_CONF_MARK + block
+
 
 class Postgres:
     """A PostgreSQL cluster of its own, run as the ``postgres`` user."""
@@ -461,34 +546,58 @@ class Postgres:
         if (self.data / "PG_VERSION").exists():
             return
         log.info("initialising PostgreSQL cluster in %s", self.data)
-        subprocess.run(
-            self._as_owner([
-                self._bin("initdb"), "-D", str(self.data), "-U", "postgres",
-                "--encoding=UTF8", "--locale=C.UTF-8",
-                "--auth-local=trust", "--auth-host=scram-sha-256",
-            ]),
-            check=True,
-            capture_output=True,
-        )
-        conf = _render(
+        try:
+            subprocess.run(
+                self._as_owner([
+                    self._bin("initdb"), "-D", str(self.data), "-U", "postgres",
+                    "--encoding=UTF8", "--locale=C.UTF-8",
+                    "--auth-local=trust", "--auth-host=scram-sha-256",
+                ]),
+                check=True,
+                capture_output=True,
+            )
+        except subprocess.CalledProcessError as exc:
+            raise ServiceUnavailable(f"initdb failed in {self.data}: {_failed(exc)}") from exc
+
+    def _configure(self) -> None:
+        """Rewrite the cityfix block of postgresql.conf from the settings, on every start.
+
+        Written once at ``initdb`` only, a later ``CITYFIX_PG__PORT`` (or host) would never
+        reach the server.
+        """
+        block = _render(
             DEPLOY / "postgres" / "postgresql.conf",
             host=self.s.pg.host, port=self.s.pg.port, socket_dir=self.socket_dir,
         )
         if self.timescaledb_available():
-            conf += "shared_preload_libraries = 'timescaledb'\ntimescaledb.telemetry_level = off\n"
-        with (self.data / "postgresql.conf").open("a") as fh:
-            fh.write("\n# --- cityfix ---\n" + conf)
+            block += "shared_preload_libraries = 'timescaledb'\ntimescaledb.telemetry_level = off\n"
+        path = self.data / "postgresql.conf"
+        current = path.read_text()
+        wanted = with_cityfix_block(current, block)
+        if wanted != current:
+            # In place, so the file keeps its owner (the postgres user).
+            path.write_text(wanted)
+
+    def _running_port(self) -> int | None:
+        # postmaster.pid: pid, data directory, start time, port, ...
+        try:
+            return int((self.data / "postmaster.pid").read_text().splitlines()[3])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
 
     def _superuser_sql(self, sql: str, db: str = "postgres") -> str:
-        out = subprocess.run(
-            self._as_owner([
-                self._bin("psql"), "-h", str(self.socket_dir), "-p", str(self.s.pg.port),
-                "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql,
-            ]),
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+        try:
+            out = subprocess.run(
+                self._as_owner([
+                    self._bin("psql"), "-h", str(self.socket_dir), "-p", str(self.s.pg.port),
+                    "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql,
+                ]),
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+        except subprocess.CalledProcessError as exc:
+            raise ServiceUnavailable(f"postgres: psql failed: {_failed(exc)}") from exc
         return out.stdout.strip()
 
     def _bootstrap(self) -> None:
@@ -522,11 +631,19 @@ class Postgres:
     def up(self) -> str:
         """Start the cluster unless it runs; make the role and database."""
         if _pid_alive(self._pid()):
+            running_port = self._running_port()
+            if running_port not in (None, self.s.pg.port):
+                raise ServiceUnavailable(
+                    f"postgres runs on port {running_port}, but CITYFIX_PG__PORT is "
+                    f"{self.s.pg.port}; restart it (`cityfix services down --only postgres`, "
+                    "then `up`) or set the port back"
+                )
             self._bootstrap()
             _wait(self._answers, "postgres", 30)
             return "already running"
         ensure_packages("postgres")
         self._init()
+        self._configure()
         if _port_open(self.s.pg.host, self.s.pg.port):
             raise ServiceUnavailable(
                 f"port {self.s.pg.port} is taken by another process; "
@@ -534,14 +651,20 @@ class Postgres:
             )
         self.logfile.touch()
         self._chown(self.logfile)
-        subprocess.run(
-            self._as_owner([
-                self._bin("pg_ctl"), "-D", str(self.data), "-l", str(self.logfile),
-                "-w", "-t", "60", "start",
-            ]),
-            check=True,
-            capture_output=True,
-        )
+        try:
+            subprocess.run(
+                self._as_owner([
+                    self._bin("pg_ctl"), "-D", str(self.data), "-l", str(self.logfile),
+                    "-w", "-t", "60", "start",
+                ]),
+                check=True,
+                capture_output=True,
+            )
+        except subprocess.CalledProcessError as exc:
+            raise ServiceUnavailable(
+                f"postgres did not start on port {self.s.pg.port}: {_failed(exc)}; "
+                f"last lines of {self.logfile}: {_tail(self.logfile)}"
+            ) from exc
         self._bootstrap()
         _wait(self._answers, "postgres", 30)
         return "started"

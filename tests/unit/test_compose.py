@@ -71,3 +71,45 @@ def test_database_users_start_once_the_schema_is_migrated():
     for name in ("api", "streams", "store"):
         deps = SERVICES[name]["depends_on"]
         assert deps["migrate"] == {"condition": "service_completed_successfully"}, name
+
+
+def _listeners(value: str) -> dict[str, str]:
+    """``NAME://host:port,...`` as {name: host:port}."""
+    return dict(item.split("://", 1) for item in value.split(","))
+
+
+def test_kafka_answers_containers_and_the_host_each_on_an_address_they_reach():
+    kafka = SERVICES["kafka"]["environment"]
+    env = COMPOSE["x-cityfix-env"]
+    bound = _listeners(kafka["KAFKA_LISTENERS"])
+    advertised = _listeners(kafka["KAFKA_ADVERTISED_LISTENERS"])
+    protocols = dict(
+        pair.split(":", 1) for pair in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert set(advertised) <= set(bound) and set(bound) <= set(protocols)
+    # The cityfix containers bootstrap from, and are sent back to, kafka:PORT.
+    in_network = f"{env['CITYFIX_KAFKA__HOST']}:{env['CITYFIX_KAFKA__PORT']}"
+    (inner,) = [name for name, addr in advertised.items() if addr == in_network]
+    assert bound[inner].endswith(f":{env['CITYFIX_KAFKA__PORT']}")
+    # Clients on the host reach the published port and are sent back to it, not to kafka:...
+    (mapping,) = SERVICES["kafka"]["ports"]
+    host_ip, host_port, container_port = mapping.split(":")
+    (outer,) = [name for name, addr in advertised.items() if addr == f"{host_ip}:{host_port}"]
+    assert bound[outer].endswith(f":{container_port}")
+    assert kafka["KAFKA_INTER_BROKER_LISTENER_NAME"] == inner
+
+
+def test_kafka_clients_start_once_the_topics_exist():
+    # A client first would have the broker auto-create `incidents` without compaction.
+    assert "healthcheck" in SERVICES["kafka"]
+    assert SERVICES["topics"]["depends_on"]["kafka"] == {"condition": "service_healthy"}
+    for name in ("ingest", "streams", "store", "dispatch", "api"):
+        deps = SERVICES[name]["depends_on"]
+        assert deps["topics"] == {"condition": "service_completed_successfully"}, name
+        assert "kafka" not in deps or deps["kafka"]["condition"] != "service_started", name
+
+
+def test_the_kafka_healthcheck_uses_the_listener_the_containers_use():
+    env = COMPOSE["x-cityfix-env"]
+    check = " ".join(SERVICES["kafka"]["healthcheck"]["test"])
+    assert f"--bootstrap-server {env['CITYFIX_KAFKA__HOST']}:{env['CITYFIX_KAFKA__PORT']}" in check
