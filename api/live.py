@@ -21,6 +21,8 @@ comes back with its cursor.
 Messages sent (JSON text frames):
 
 - ``{"type": "snapshot", "incidents": [...], "assignments": [...], "cursor": {...}}``
+- ``{"type": "resumed", "cursor": {...}}`` first on a resume, once the replay is set up
+  (so a client knows the feed answers even when nothing has changed since)
 - ``{"type": "incident" | "assignment", "key": "...", "data": {...} | null, "cursor": {...}}``
   (``data`` null is a deletion)
 """
@@ -378,6 +380,7 @@ class LiveFeed:
                     else:
                         self.consumer.seek(tp, offset)
                     self.cursor[name][tp.partition] = offset
+                await send(orjson.dumps({"type": "resumed", "cursor": cursor_doc(self.cursor)}))
             while True:
                 batch = await self.consumer.getmany(timeout_ms=1000, max_records=500)
                 for tp, records in batch.items():

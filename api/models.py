@@ -230,6 +230,15 @@ class AssignmentOut(BaseModel):
     route: dict[str, Any] | None
 
 
+class ClockOut(BaseModel):
+    """The city's clock: ``now = sim_epoch_s + (wall now - wall_epoch_s) * factor``."""
+
+    factor: float = Field(description="Simulated seconds per wall-clock second.")
+    wall_epoch_s: float = Field(description="The wall-clock anchor, Unix seconds.")
+    sim_epoch_s: float = Field(description="Simulated time at the anchor, Unix seconds.")
+    now: datetime = Field(description="Simulated now (UTC).")
+
+
 class Kpis(BaseModel):
     """The dashboard's headline numbers."""
 

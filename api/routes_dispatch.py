@@ -1,4 +1,4 @@
-"""Dispatcher API under ``/api``: token, incidents, crews, assignments, KPIs, actions, users.
+"""Dispatcher API under ``/api``: token, incidents, crews, assignments, KPIs, clock, actions, users.
 
 Reads need the ``viewer`` role, actions ``dispatcher``, user management ``admin``.
 Actions answer 202 with the id of the command sent to the owning service.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -23,6 +24,7 @@ from api.deps import Admin, Dispatcher, Service, Viewer
 from api.models import (
     Accepted,
     AssignmentOut,
+    ClockOut,
     CrewOut,
     FeatureCollection,
     IncidentDetail,
@@ -224,6 +226,28 @@ async def assignments(
 async def kpis(service: Service, caller: Viewer) -> Response:
     """Open incidents by priority, mean times to assign and resolve, today's SLA record."""
     return _json(await service.db(queries.kpis, now=service.now()))
+
+
+@router.get("/clock", response_model=ClockOut, responses=_READ)
+async def clock(service: Service, caller: Viewer) -> ClockOut:
+    """The city's clock, which stamps SLAs, ETAs and shift ends.
+
+    Under ``cityfix demo`` it runs ahead of and faster than the wall clock; the map counts
+    down with it rather than with the browser's clock.
+    """
+    c = service.clock
+    wall_s, now_s = time.time(), c.time()
+    if c.wall_epoch_s is None:  # no shared anchor: the wall clock, whatever the factor
+        factor, wall_epoch_s, sim_epoch_s = 1.0, wall_s, now_s
+    else:
+        factor, wall_epoch_s = c.factor, c.wall_epoch_s
+        sim_epoch_s = c.sim_epoch_s if c.sim_epoch_s is not None else c.wall_epoch_s
+    return ClockOut(
+        factor=factor,
+        wall_epoch_s=wall_epoch_s,
+        sim_epoch_s=sim_epoch_s,
+        now=datetime.fromtimestamp(now_s, tz=UTC),
+    )
 
 
 # --- actions ----------------------------------------------------------------------------

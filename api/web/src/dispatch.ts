@@ -5,7 +5,7 @@
 import maplibregl, { type GeoJSONSource } from "maplibre-gl";
 import { api, ApiError, auth, publicJson } from "./api";
 import { openMap, ROAD_LAYERS } from "./basemap";
-import { clock, duration, esc, eta, label, SHAPE_CHAR, slaText } from "./format";
+import { cityNow, clock, duration, esc, eta, followCityClock, label, SHAPE_CHAR, slaOutcome, slaText } from "./format";
 import { installIcons, PRIORITY_COLOUR, ROUTE_COLOUR, statusLook } from "./icons";
 import "./style.css";
 
@@ -40,6 +40,7 @@ interface Incident {
   opened_at: string;
   updated_at: string;
   expected_at?: string | null;
+  resolved_at?: string | null;
   history?: Transition[];
   district?: string | null;
   crew_id?: string | null;
@@ -172,16 +173,26 @@ async function main(): Promise<void> {
   installIcons(map);
   addLayers();
   bindMap();
-  await Promise.allSettled([loadServices(), loadIncidents(), loadAssignments(), loadCrews(), loadKpis()]);
+  await Promise.allSettled([loadClock(), loadServices(), loadIncidents(), loadAssignments(), loadCrews(), loadKpis()]);
   render();
   connectLive();
-  setInterval(() => void loadCrews().then(renderCrews), CREW_POLL_MS);
+  setInterval(pollCrews, CREW_POLL_MS);
   setInterval(() => void loadKpis(), KPI_POLL_MS);
   setInterval(tick, 1000);
   window.cityfix.ready = true;
 }
 
 // --- loading --------------------------------------------------------------------------
+
+async function loadClock(): Promise<void> {
+  try {
+    const c = await api<{ factor: number; now: string }>("/api/clock");
+    followCityClock(c.factor, Date.parse(c.now));
+  } catch (err) {
+    // Without the API's clock the map counts with the wall clock, right outside a demo.
+    console.warn("city clock unavailable, using the wall clock:", err);
+  }
+}
 
 async function loadServices(): Promise<void> {
   const services = await publicJson<{ service_code: string; service_name: string }[]>("/open311/v2/services.json");
@@ -228,6 +239,12 @@ async function loadCrews(): Promise<void> {
   updateCrewSource();
 }
 
+function pollCrews(): void {
+  loadCrews()
+    .then(renderCrews)
+    .catch((err) => toast(`Could not load crews: ${(err as Error).message}`, true));
+}
+
 async function loadKpis(): Promise<void> {
   try {
     renderKpis(await api<Kpis>("/api/kpis"));
@@ -236,7 +253,20 @@ async function loadKpis(): Promise<void> {
   }
 }
 
-function upsertIncident(inc: Incident): void {
+// What the map needs of an incident; a record without it is skipped, not drawn half.
+function drawable(inc: unknown): inc is Incident {
+  const i = inc as Partial<Incident> | null;
+  return (
+    typeof i?.incident_id === "string" &&
+    typeof i.status === "string" &&
+    typeof i.priority === "string" &&
+    Number.isFinite(i.lat) &&
+    Number.isFinite(i.lon)
+  );
+}
+
+function upsertIncident(inc: unknown): void {
+  if (!drawable(inc)) return;
   const known = state.incidents.get(inc.incident_id);
   if (known && (known.version ?? 0) > (inc.version ?? 0)) return;
   state.incidents.set(inc.incident_id, { ...known, ...inc });
@@ -254,10 +284,6 @@ function connectLive(): void {
   ws.onopen = () => {
     // The token goes in the first message, not the URL, so it stays out of access logs.
     ws.send(JSON.stringify({ token: auth.token ?? "" }));
-    liveRetryMs = 500;
-    state.live = true;
-    status.textContent = "live";
-    status.classList.add("on");
   };
   ws.onmessage = (ev) => {
     const msg = JSON.parse(String(ev.data)) as {
@@ -274,13 +300,21 @@ function connectLive(): void {
       for (const inc of msg.incidents ?? []) upsertIncident(inc);
       for (const a of msg.assignments ?? []) state.assignments.set(a.crew_id, a);
     } else if (msg.type === "incident") {
-      if (msg.data) upsertIncident(msg.data as Incident);
+      if (msg.data) upsertIncident(msg.data);
       else if (msg.key) state.incidents.delete(msg.key);
     } else if (msg.type === "assignment") {
       if (msg.data) state.assignments.set((msg.data as Assignment).crew_id, msg.data as Assignment);
       else if (msg.key) state.assignments.delete(msg.key);
-    } else {
-      return;
+    } else if (msg.type !== "resumed") {
+      return; // unknown; "resumed" (a resume is set up) only says the feed answers
+    }
+    if (!state.live) {
+      // Live once the feed has sent something: the server may accept the socket and
+      // close it at once (1011), which must keep backing off.
+      liveRetryMs = 500;
+      state.live = true;
+      status.textContent = "live";
+      status.classList.add("on");
     }
     window.cityfix.lastLiveAt = Date.now();
     scheduleRender();
@@ -375,7 +409,28 @@ function categoryName(code: string): string {
 }
 
 function badge(priority: string, status: string): string {
-  return `<span class="badge ${priority.toLowerCase()} ${statusLook(status)}" aria-label="priority ${priority}">${SHAPE_CHAR[priority] ?? ""} ${priority}</span>`;
+  return `<span class="badge ${esc(priority.toLowerCase())} ${statusLook(status)}" aria-label="priority ${esc(priority)}">${SHAPE_CHAR[priority] ?? ""} ${esc(priority)}</span>`;
+}
+
+// When the work on an incident no longer active ended: its first resolution since it was
+// last (re)opened, else when it was closed, merged or marked a duplicate (as
+// streams.lifecycle.fixed_at).
+function endedAt(inc: Incident): string | null {
+  let resolved: string | null = null;
+  let ended: string | null = null;
+  for (const t of [...(inc.history ?? [])].reverse()) {
+    if (t.status === "open" || t.status === "reopened") break;
+    if (t.status === "resolved") resolved = t.at;
+    else if (!ACTIVE.has(t.status)) ended = t.at;
+  }
+  return resolved ?? inc.resolved_at ?? ended ?? inc.updated_at ?? null;
+}
+
+/** The SLA cell: a countdown while the incident is worked on, then whether it was met. */
+function slaCell(inc: Incident, tag: "span" | "dd"): string {
+  if (ACTIVE.has(inc.status)) return `<${tag} class="sla" data-due="${esc(inc.expected_at ?? "")}"></${tag}>`;
+  const s = slaOutcome(inc.expected_at, endedAt(inc));
+  return `<${tag} class="sla${s.late ? " late" : ""}">${esc(s.text)}</${tag}>`;
 }
 
 const LIST_LIMIT = 400;
@@ -430,7 +485,7 @@ function renderList(items: Incident[]): void {
       <span class="what">${esc(categoryName(inc.category))}</span>
       <span class="st st-${esc(inc.status)}">${esc(label(inc.status))}</span>
       <span class="sub">${esc(inc.district ?? "")}${inc.crew_id ? ` · ${esc(inc.crew_id)}` : ""}</span>
-      <span class="sla" data-due="${esc(inc.expected_at ?? "")}"></span>`,
+      ${slaCell(inc, "span")}`,
     };
   });
   let tail: string | null = null;
@@ -732,7 +787,7 @@ function render(): void {
 }
 
 function tick(): void {
-  const now = Date.now();
+  const now = cityNow();
   document.querySelectorAll<HTMLElement>("[data-eta]").forEach((el) => {
     const text = eta(el.dataset.eta || null, now);
     if (el.textContent !== text) el.textContent = text;
@@ -808,8 +863,10 @@ function renderPanel(id: string, focus: boolean): void {
   if (!inc) return;
   // Keep what the user is typing: only re-render the read-only part while a form has focus.
   const busy = panel.contains(document.activeElement) && (document.activeElement as HTMLElement).closest("form");
-  const evidence = detail?.evidence ?? inc.evidence ?? [];
-  const history = detail?.history ?? inc.history ?? [];
+  // The detail is read once, when the panel opens; a live record as new or newer wins.
+  const liveWins = live != null && (live.version ?? 0) >= (detail?.version ?? 0);
+  const evidence = (liveWins ? live.evidence : undefined) ?? detail?.evidence ?? [];
+  const history = (liveWins ? live.history : undefined) ?? detail?.history ?? [];
   const breakdown = Object.entries(inc.score_breakdown ?? {}).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
   const maxPart = Math.max(1, ...breakdown.map(([, v]) => Math.abs(v)));
   const info = `
@@ -820,7 +877,7 @@ function renderPanel(id: string, focus: boolean): void {
     <p class="muted mono">${esc(inc.incident_id)}</p>
     <dl class="facts">
       <dt>Status</dt><dd><span class="st st-${esc(inc.status)}">${esc(label(inc.status))}</span>${inc.merged_into ? ` → ${esc(inc.merged_into)}` : ""}</dd>
-      <dt>SLA</dt><dd class="sla" data-due="${esc(inc.expected_at ?? "")}"></dd>
+      <dt>SLA</dt>${slaCell(inc, "dd")}
       <dt>Due</dt><dd>${esc(clock(inc.expected_at))}</dd>
       <dt>Crew</dt><dd>${esc(inc.crew_id ?? "none")}</dd>
       <dt>District</dt><dd>${esc(inc.district ?? "–")}</dd>
@@ -885,10 +942,10 @@ function actionForms(inc: Incident): string {
     .sort((a, b) => a.d - b.d)
     .slice(0, 10);
   return `<h3>Actions</h3>
-    <form data-act="priority" class="act"><label>Priority <select name="priority">${PRIORITIES.map((p) => `<option ${p === inc.priority ? "selected" : ""}>${p}</option>`).join("")}</select></label><button>Re-prioritise</button></form>
+    <form data-act="priority" class="act"><label>Priority <select name="priority">${PRIORITIES.map((p) => `<option ${p === inc.priority ? "selected" : ""}>${esc(p)}</option>`).join("")}</select></label><button>Re-prioritise</button></form>
     <form data-act="pin" class="act"><label>Crew <select name="crew_id" required>${crews.map((c) => `<option ${c === inc.crew_id ? "selected" : ""}>${esc(c)}</option>`).join("")}</select></label><button>Pin to crew</button></form>
     <form data-act="duplicate" class="act"><label>Duplicate of <input name="duplicate_of" list="near-${esc(inc.incident_id)}" required placeholder="incident id" /></label>
-      <datalist id="near-${esc(inc.incident_id)}">${near.map(({ o, d }) => `<option value="${esc(o.incident_id)}">${esc(categoryName(o.category))} ${o.priority}, ${Math.round(d * 111000)} m</option>`).join("")}</datalist><button>Mark duplicate</button></form>
+      <datalist id="near-${esc(inc.incident_id)}">${near.map(({ o, d }) => `<option value="${esc(o.incident_id)}">${esc(categoryName(o.category))} ${esc(o.priority)}, ${Math.round(d * 111000)} m</option>`).join("")}</datalist><button>Mark duplicate</button></form>
     <form data-act="close" class="act"><label>Note <input name="note" maxlength="1000" placeholder="why (optional)" /></label><button>Close incident</button></form>`;
 }
 

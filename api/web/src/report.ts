@@ -3,7 +3,7 @@
 import maplibregl from "maplibre-gl";
 import { problem, publicJson } from "./api";
 import { openMap } from "./basemap";
-import { clock, esc, label } from "./format";
+import { clock, esc, label, withZone } from "./format";
 import "./style.css";
 
 interface Service {
@@ -153,7 +153,9 @@ form.addEventListener("submit", async (ev) => {
     return;
   }
   const body = new URLSearchParams();
-  for (const [k, v] of new FormData(form)) if (String(v) !== "") body.append(k, String(v));
+  // A datetime-local value has no zone, and Open311 refuses a datetime without one.
+  const local = new Set([...form.querySelectorAll<HTMLInputElement>("input[type=datetime-local]")].map((i) => i.name));
+  for (const [k, v] of new FormData(form)) if (String(v) !== "") body.append(k, local.has(k) ? withZone(String(v)) : String(v));
   body.set("lat", where.lat.toFixed(6));
   body.set("long", where.lon.toFixed(6));
   const button = $<HTMLButtonElement>("submit");

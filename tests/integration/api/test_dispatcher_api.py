@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import orjson
 import pytest
@@ -73,6 +73,30 @@ def test_tokens_work_under_an_accelerated_city_clock(api_settings, users):
     assert me.status_code == 200, me.text
 
 
+def test_the_clock_tells_the_map_the_city_time(api_settings, users):
+    # The map counts SLAs and ETAs down with the city's clock: under `cityfix demo` a day
+    # ahead and 60 times faster than the browser's.
+    from api.app import create_app
+    from api.service import ApiService
+    from core.clock import Clock
+    from tests.integration.api.conftest import TestClient
+
+    wall = time.time()
+    ahead = Clock(60.0, wall_epoch_s=wall, sim_epoch_s=wall + 86400)
+    with TestClient(create_app(api_settings, ApiService(api_settings, clock=ahead))) as c:
+        assert c.get("/api/clock").status_code == 401
+        doc = c.get("/api/clock", headers=users.auth("viewer")).json()
+        asked = time.time()
+    assert (doc["factor"], doc["wall_epoch_s"], doc["sim_epoch_s"]) == (60.0, wall, wall + 86400)
+    now = datetime.fromisoformat(doc["now"]).timestamp()
+    assert wall + 86400 <= now <= wall + 86400 + (asked - wall) * 60 + 1
+    # Without a shared anchor it is the wall clock.
+    with TestClient(create_app(api_settings, ApiService(api_settings, clock=Clock()))) as c:
+        doc = c.get("/api/clock", headers=users.auth("viewer")).json()
+    assert doc["factor"] == 1.0
+    assert abs(datetime.fromisoformat(doc["now"]).timestamp() - time.time()) < 5
+
+
 def test_sign_ins_are_limited_per_address(api_settings, users):
     # Each attempt costs a slow password check: unlimited, anyone could stall the service.
     from api.app import create_app
@@ -101,6 +125,7 @@ def test_reads_need_a_valid_token(client, users, world):
             "/api/crews",
             "/api/assignments",
             "/api/kpis",
+            "/api/clock",
             "/api/me",
         ):
             assert client.get(path, headers=users.auth(role)).status_code == 200, (role, path)

@@ -114,8 +114,10 @@ def test_snapshot_then_live_then_resume_without_loss(live_client, live_topics, a
     with live_client.websocket_connect(
         f"/api/live?token={token}&cursor={json.dumps(cursor)}"
     ) as ws:
+        resumed = json.loads(ws.receive_text())
+        assert resumed == {"type": "resumed", "cursor": cursor}  # no snapshot when resuming
         got = [json.loads(ws.receive_text()) for _ in range(3)]
-        assert all(m["type"] == "incident" for m in got)  # no snapshot when resuming
+        assert all(m["type"] == "incident" for m in got)
         assert {(m["key"], m["data"]["status"]) for m in got} == {
             (ids[2], "open"),
             (ids[3], "open"),

@@ -3,8 +3,9 @@
 ``stack`` migrates a fresh database ``cityfix_web_<uid>`` with ``cityfix db migrate`` and
 starts ``cityfix api`` on a free port with the Aguascalientes map; tests that need the
 pipeline start ``cityfix ingest``, ``cityfix streams worker`` and ``cityfix dispatch run``
-through ``pipeline``. Chromium is Debian's (``/usr/bin/chromium``), driven by Playwright.
-Screenshots go to ``tests/artifacts/web/``.
+through ``pipeline``; ``demo`` serves the same database from a second ``cityfix api`` on
+the demo's accelerated clock. Chromium is Debian's (``/usr/bin/chromium``), driven by
+Playwright. Screenshots go to ``tests/artifacts/web/``.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from core.clock import Clock
 from core.settings import Settings
 from ingest.bridge import end_session
 from tests.integration.web.stack import (
@@ -42,6 +46,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+CITY_TIME_ZONE = "America/Mexico_City"
 DISPATCHER = ("dispatch1", "dispatcher-password-1")
 VIEWER = ("viewer1", "viewer-password-1")
 
@@ -93,15 +98,7 @@ def stack(settings: Settings) -> Iterator[Stack]:
         )
         s.add_user(DISPATCHER[0], "dispatcher", DISPATCHER[1])
         s.add_user(VIEWER[0], "viewer", VIEWER[1])
-        api = s.start("api", "api", "--port", str(port))
-
-        def roads_ready() -> dict | None:
-            assert api.alive(), f"cityfix api exited:\n{api.log()}"
-            with s.http() as h:
-                r = h.get("/tiles/roads.json")
-                return r.json() if r.status_code == 200 else None
-
-        tilejson = wait_until(roads_ready, 90, "the API and its road tiles")
+        tilejson = _serve(s, "api", port)
         s.bounds = tuple(tilejson["bounds"])
         yield s
     finally:
@@ -113,6 +110,51 @@ def stack(settings: Settings) -> Iterator[Stack]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
             )
+
+
+def _serve(s: Stack, name: str, port: int) -> dict:
+    """Start ``cityfix api`` for ``s``; its road tiles' TileJSON once it serves them."""
+    api = s.start(name, "api", "--port", str(port))
+
+    def roads_ready() -> dict | None:
+        assert api.alive(), f"cityfix api exited:\n{api.log()}"
+        with s.http() as h:
+            r = h.get("/tiles/roads.json")
+            return r.json() if r.status_code == 200 else None
+
+    tilejson: dict = wait_until(roads_ready, 90, f"{name} and its road tiles")
+    return tilejson
+
+
+@pytest.fixture(scope="session")
+def demo(stack: Stack) -> Iterator[Stack]:
+    """The stack's database behind a second ``cityfix api`` on ``cityfix demo``'s clock.
+
+    Sixty times the wall clock from noon (UTC) tomorrow, given as ``CITYFIX_CLOCK__*``
+    the way the demo gives it to every part.
+    """
+    wall_s = time.time()
+    sim_s = (wall_s // 86400 + 1) * 86400 + 12 * 3600
+    port = free_port()
+    env = {
+        **stack.env,
+        "CITYFIX_API__PORT": str(port),
+        "CITYFIX_CLOCK__FACTOR": "60",
+        "CITYFIX_CLOCK__WALL_EPOCH_S": repr(wall_s),
+        "CITYFIX_CLOCK__SIM_EPOCH_S": repr(sim_s),
+    }
+    s = Stack(
+        stack.settings,
+        env,
+        f"http://127.0.0.1:{port}",
+        stack.bounds,
+        clock=Clock(60.0, wall_epoch_s=wall_s, sim_epoch_s=sim_s),
+    )
+    try:
+        _serve(s, "api-demo", port)
+        yield s
+    finally:
+        s.stop()
 
 
 @pytest.fixture(scope="session")
@@ -163,10 +205,9 @@ def browser() -> Iterator[object]:
             b.close()
 
 
-@pytest.fixture
-def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
-    """A fresh page (own storage); a screenshot of it is kept after the test."""
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
+@contextmanager
+def _new_page(browser, name: str, **context_args: object) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1440, "height": 900}, **context_args)
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
@@ -176,9 +217,23 @@ def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
     finally:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         try:
-            pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"))
+            pg.screenshot(path=str(ARTIFACTS / f"{name}.png"))
         finally:
             context.close()
+
+
+@pytest.fixture
+def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A fresh page (own storage); a screenshot of it is kept after the test."""
+    with _new_page(browser, request.node.name) as pg:
+        yield pg
+
+
+@pytest.fixture
+def city_page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A fresh page whose browser keeps the city's time (Aguascalientes: UTC-6, no DST)."""
+    with _new_page(browser, request.node.name, timezone_id=CITY_TIME_ZONE) as pg:
+        yield pg
 
 
 def login(page, stack: Stack, user: tuple[str, str] = DISPATCHER, query: str = "") -> None:

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core import topics
+from core.clock import WALL_CLOCK, Clock
 from core.kafka import skip_to_end
 from core.schemas import Evidence, Incident, dumps
 from core.settings import Settings
@@ -118,6 +119,8 @@ class Stack:
     base_url: str
     bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     procs: list[Proc] = field(default_factory=list)
+    # The clock the API runs on (``CITYFIX_CLOCK__*`` in ``env``).
+    clock: Clock = WALL_CLOCK
 
     def start(self, name: str, *args: str) -> Proc:
         """Start ``cityfix <args>`` with the stack's environment."""
@@ -204,10 +207,19 @@ class Stack:
 
 
 def incident(
-    lat: float, lon: float, *, priority: str = "P2", category: str = "pothole", **extra: Any
+    lat: float,
+    lon: float,
+    *,
+    priority: str = "P2",
+    category: str = "pothole",
+    now: datetime | None = None,
+    **extra: Any,
 ) -> Incident:
-    """A valid open incident at ``lat, lon`` with a unique id, as the streams stage makes."""
-    now = datetime.now(UTC)
+    """A valid open incident at ``lat, lon`` with a unique id, as the streams stage makes.
+
+    Opened at ``now`` (the wall clock's by default), due four hours later.
+    """
+    now = now or datetime.now(UTC)
     report_id = str(uuid.uuid4())
     doc: dict[str, Any] = {
         "incident_id": f"inc-webtest-{uuid.uuid4().hex[:12]}",
