@@ -372,12 +372,36 @@ async def close(incident_id: str, body: Note, service: Service, caller: Dispatch
 async def crew_unavailable(
     crew_id: str, body: Note, service: Service, caller: Dispatcher
 ) -> Response:
-    """Take a crew out of planning (its jobs are re-planned)."""
+    """Take a crew out of planning (its jobs are re-planned) until it comes back on duty.
+
+    Back on duty means an unavailable or off_shift status from the crew after this, then
+    an on-duty one, or ``POST /api/crews/{crew_id}/available``.
+    """
     await _crew_or_404(service, crew_id)
     return await _send(
         service,
         commands.command(
             CommandKind.CREW_UNAVAILABLE,
+            issued_by=caller.username,
+            at=service.now(),
+            crew_id=crew_id,
+            note=body.note,
+        ),
+    )
+
+
+@router.post(
+    "/crews/{crew_id}/available", status_code=202, responses={202: {"model": Accepted}, **_ACTION}
+)
+async def crew_available(
+    crew_id: str, body: Note, service: Service, caller: Dispatcher
+) -> Response:
+    """Put a crew taken out of planning back in (it is planned again at once)."""
+    await _crew_or_404(service, crew_id)
+    return await _send(
+        service,
+        commands.command(
+            CommandKind.CREW_AVAILABLE,
             issued_by=caller.username,
             at=service.now(),
             crew_id=crew_id,

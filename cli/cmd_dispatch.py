@@ -59,11 +59,11 @@ def solve_cmd(
         text = sys.stdin.read() if file is None or str(file) == "-" else file.read_text("utf-8")
         doc = json.loads(text)
         problem = problem_from_vroom(doc)
-    except (OSError, json.JSONDecodeError) as exc:
-        _fail(2, f"cannot read problem: {exc}")
-        return
     except InvalidMessage as exc:
         _fail(2, str(exc))
+        return
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        _fail(2, f"cannot read problem: {exc}")
         return
     loading_ms = (time.monotonic() - t0) * 1000
     try:

@@ -347,6 +347,7 @@ class CommandKind(StrEnum):
     MARK_DUPLICATE = "mark_duplicate"
     CLOSE = "close"
     CREW_UNAVAILABLE = "crew_unavailable"
+    CREW_AVAILABLE = "crew_available"
 
 
 class Command(_Message):

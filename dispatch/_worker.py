@@ -29,7 +29,7 @@ from core.schemas import Assignment
 from core.settings import DispatchSettings, GeoSettings
 from dispatch import world
 from dispatch.baseline import greedy
-from dispatch.model import Plan, Problem, jobs_moved
+from dispatch.model import Plan, jobs_moved
 from dispatch.solver import solve
 from geo import RoadGraph, Route, load_city
 
@@ -123,7 +123,10 @@ class Outcome:
     """One re-plan: the plan, each crew's assignment, and what it took."""
 
     plan_id: str
-    problem: Problem
+    # The planned crews' ids and the number of jobs, not the Problem: its travel matrix
+    # (24.7 MB at 1,500 places) would cross back to the service process on every plan.
+    crew_ids: tuple[str, ...]
+    job_count: int
     plan: Plan
     assignments: dict[str, Assignment]
     matrix_ms: float
@@ -161,7 +164,8 @@ def plan_draft(
     moved = len(jobs_moved(previous, plan)) if previous is not None else 0
     return Outcome(
         plan_id=plan_id,
-        problem=problem,
+        crew_ids=tuple(c.id for c in problem.crews),
+        job_count=len(problem.jobs),
         plan=plan,
         assignments=out,
         matrix_ms=matrix_ms,

@@ -39,6 +39,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 
 _LIVE_TOPICS = (topics.INCIDENTS, topics.CREW_EVENTS, topics.COMMANDS)
 _POLL_MS = 500
+# How far ahead of the dispatcher's clock a crew message may be stamped (clock drift).
+_CLOCK_SKEW = timedelta(minutes=5)
 _MQTT_FLUSH_S = 5.0
 
 
@@ -142,9 +145,16 @@ class _Publisher:
 
 
 def _decode(
-    record: ConsumerRecord[bytes, bytes], state: world.World, streams_app: str | None = None
+    record: ConsumerRecord[bytes, bytes],
+    state: world.World,
+    streams_app: str | None = None,
+    now: datetime | None = None,
 ) -> str | None:
     """Apply one record to ``state``; the re-plan reason, if any. Bad input is skipped.
+
+    A crew status or position stamped more than ``_CLOCK_SKEW`` ahead of ``now`` is bad
+    input too: kept, it would hide every later message of that crew (older ones are
+    ignored), and ``crew.events`` would replay it at every restart for a week.
 
     An incident record written by another deployment's stream worker (its ``cityfix-app``
     header names another app than ``streams_app``) is not this city's work: a benchmark or
@@ -166,9 +176,16 @@ def _decode(
             doc = json.loads(value)
             if not isinstance(doc, dict):
                 raise InvalidMessage("payload must be a JSON object", field="payload")
-            if "status" in doc:
-                return state.apply_crew_status(schemas.parse(CrewStatus, doc))
-            return state.apply_crew_position(schemas.parse(CrewPosition, doc))
+            msg: CrewStatus | CrewPosition = (
+                schemas.parse(CrewStatus, doc)
+                if "status" in doc
+                else schemas.parse(CrewPosition, doc)
+            )
+            if now is not None and msg.at > now + _CLOCK_SKEW:
+                raise InvalidMessage(f"stamped {msg.at.isoformat()}, ahead of the clock", "at")
+            if isinstance(msg, CrewStatus):
+                return state.apply_crew_status(msg)
+            return state.apply_crew_position(msg)
         if topic == topics.COMMANDS:
             return state.apply_command(schemas.parse(Command, value))
     except (InvalidMessage, ValueError) as exc:
@@ -339,7 +356,7 @@ class Dispatcher:
         n_events = await self._read_to_end(
             self._consumer,
             await self._partitions(_LIVE_TOPICS),
-            lambda r: _decode(r, self.world, self.settings.streams.app_id),
+            lambda r: _decode(r, self.world, self.settings.streams.app_id, self.clock.now()),
         )
         log.info(
             "world rebuilt",
@@ -359,7 +376,9 @@ class Dispatcher:
             batch = await self._consumer.getmany(timeout_ms=_POLL_MS)
             for records in batch.values():
                 for record in records:
-                    reason = _decode(record, self.world, self.settings.streams.app_id)
+                    reason = _decode(
+                        record, self.world, self.settings.streams.app_id, self.clock.now()
+                    )
                     if reason is not None:
                         self._request(reason)
 
@@ -414,7 +433,7 @@ class Dispatcher:
         # this plan gives one of their stops to a crew of its own (the crew drove out of
         # the graph): a job is never on two crews' plans.
         drafted = {c.crew_id for c in draft.crews}
-        planned = {c.id for c in outcome.problem.crews}
+        planned = set(outcome.crew_ids)
         taken = {s.incident_id for a in outcome.assignments.values() for s in a.stops}
         for crew_id, old in sorted(self.published.items()):
             if not old.stops or crew_id in planned or crew_id not in self.world.crews:
@@ -435,14 +454,14 @@ class Dispatcher:
             # Every job of the draft: the ones planned, deferred to a later plan, and
             # refused at snapping all count, and all but the planned ones are unassigned.
             jobs=len(draft.jobs) + len(draft.deferred),
-            crews=len(outcome.problem.crews),
+            crews=len(outcome.crew_ids),
             matrix_ms=round(outcome.matrix_ms, 1),
             solve_ms=round(outcome.solve_ms, 1),
             objective=float(plan.objective),
             unassigned=len(plan.unassigned)
             + len(draft.deferred)
             + len(draft.jobs)
-            - len(outcome.problem.jobs),
+            - outcome.job_count,
             moved=outcome.moved,
         )
         assert self._producer is not None

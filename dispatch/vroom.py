@@ -23,6 +23,7 @@ a ``reason`` that VROOM does not give). ``cost`` is travel time, as in VROOM.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -69,7 +70,10 @@ _REFUSED_VEHICLE = (
 
 
 def _int(value: Any, field: str, minimum: int | None = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+    whole = isinstance(value, int) or (
+        isinstance(value, float) and math.isfinite(value) and value.is_integer()
+    )
+    if isinstance(value, bool) or not whole:
         raise InvalidMessage(f"expected an integer, got {value!r}", field)
     if minimum is not None and value < minimum:
         raise InvalidMessage(f"must be >= {minimum}", field)

@@ -14,9 +14,11 @@ Rules, in one place:
   Priority 0..100 is the priority class (a manual override wins) refined by the score;
   the SLA deadline is ``expected_at``.
 * **Crews** are those whose last status is not unavailable/off_shift, whose shift end
-  (default: ``default_shift_s`` from now) lies ahead, that have a known position and
-  that no later ``crew_unavailable`` command took out. A crew without ``skills`` can do
-  every skill.
+  (default: ``default_shift_s`` after the crew was last heard of) lies ahead, that have a
+  known position and that a ``crew_unavailable`` command has not taken out. A stand-down
+  lasts until the crew comes back on duty (an unavailable/off_shift status after it, then
+  an on-duty one) or a ``crew_available`` command; a crew answering its empty plan with
+  ``available`` is not back. A crew without ``skills`` can do every skill.
 * **Materials**: a job uses what the incident names, else its family's
   (``FAMILY_MATERIALS``); a crew carries the ``materials`` its status reports (a material
   it does not list: none), or, when it reports none at all, enough of everything. Work
@@ -24,12 +26,13 @@ Rules, in one place:
 * **Work under way**: a crew reporting ``on_site`` at an incident has it pinned (its first
   stop, remaining service time only); ``en_route`` makes it the crew's ``heading_to``.
   The incident's own ``crew_id`` (status on_site/en_route) fills in when the crew has not
-  said anything newer. An incident a crew reported ``completed`` and that has not changed
-  since is already done.
+  said anything since the incident entered that status. An incident a crew reported
+  ``completed`` and that has not changed since is already done.
 * **Pins** (dispatcher command): the incident may only go to that crew. The model has no
   per-job crew list, so a pin is a private skill ``pin:{crew_id}`` held by that crew alone,
   which the solver enforces like any other skill. A pin to a crew that is not on shift is
-  ignored (the job is planned normally) and said so in the draft's notes.
+  ignored (the job is planned normally) and said so in the draft's notes; so is a pin
+  older than the incident's last (re)opening (it ended with the fix it was for).
 * **Backlog**: only the jobs some crew could reach this shift are planned (``shortlist``);
   the rest wait in ``Draft.deferred`` and count as unassigned.
 """
@@ -107,6 +110,19 @@ FAMILY_MATERIALS: Mapping[str, Mapping[str, int]] = {
 PIN_SKILL_PREFIX = "pin:"
 _OFF_DUTY = frozenset({CrewState.UNAVAILABLE, CrewState.OFF_SHIFT})
 _UNDER_WAY = frozenset({IncidentStatus.EN_ROUTE, IncidentStatus.ON_SITE})
+_OPENED = frozenset({IncidentStatus.OPEN, IncidentStatus.REOPENED})
+
+
+def _entered_status(inc: Incident) -> datetime:
+    """When the incident entered its current status (``updated_at`` moves on every rescore)."""
+    times = [t.at for t in inc.history if t.status is inc.status]
+    return max(times, default=inc.updated_at)
+
+
+def _last_opened(inc: Incident) -> datetime:
+    """When the incident was last opened or reopened."""
+    times = [t.at for t in inc.history if t.status in _OPENED]
+    return max(times, default=inc.opened_at)
 # Lower bound of each priority class on the 0..100 scale; the score places a job in its band.
 _BAND = {Priority.P1: 75, Priority.P2: 50, Priority.P3: 25, Priority.P4: 0}
 _BAND_WIDTH = 24
@@ -158,7 +174,9 @@ class CrewView:
     crew_id: str
     status: CrewStatus | None = None
     position: CrewPosition | None = None
-    unavailable_at: datetime | None = None
+    unavailable_at: datetime | None = None  # the latest crew_unavailable command
+    available_at: datetime | None = None  # the latest crew_available command
+    off_duty_at: datetime | None = None  # the latest unavailable/off_shift status
     completed: tuple[str, datetime] | None = None
 
     def _status_key(self) -> tuple[object, ...] | None:
@@ -171,10 +189,34 @@ class CrewView:
 
     @property
     def stood_down(self) -> bool:
-        """Whether a ``crew_unavailable`` command is newer than the crew's last status."""
-        if self.unavailable_at is None:
+        """Whether a ``crew_unavailable`` command still holds.
+
+        It ends with a ``crew_available`` command after it, or once the crew came back on
+        duty: an off-duty status after the command, then an on-duty one. Any newer status
+        is not enough: a crew app answers the empty plan the stand-down brings with
+        ``available``, and finishing the job in hand ends with ``available`` too. Decided
+        on times only, so the order commands and statuses are replayed in does not matter.
+        """
+        down = self.unavailable_at
+        if down is None:
             return False
-        return self.status is None or self.unavailable_at >= self.status.at
+        if self.available_at is not None and self.available_at >= down:
+            return False
+        st, off = self.status, self.off_duty_at
+        back = (
+            st is not None
+            and off is not None
+            and off >= down
+            and st.at > off
+            and st.status not in _OFF_DUTY
+        )
+        return not back
+
+    @property
+    def last_heard(self) -> datetime | None:
+        """The time of the crew's latest status or position."""
+        times = [m.at for m in (self.status, self.position) if m is not None]
+        return max(times, default=None)
 
 
 @dataclass(frozen=True)
@@ -267,6 +309,9 @@ class World:
         before = (view._status_key(), view.stood_down)
         if status.status is CrewState.COMPLETED and status.incident_id:
             view.completed = (status.incident_id, status.at)
+        off = view.off_duty_at
+        if status.status in _OFF_DUTY and (off is None or status.at > off):
+            view.off_duty_at = status.at
         view.status = status
         return "crew" if (view._status_key(), view.stood_down) != before else None
 
@@ -293,6 +338,13 @@ class World:
                 return None
             before = view.stood_down
             view.unavailable_at = command.at
+            return "crew" if view.stood_down != before else None
+        if command.kind is CommandKind.CREW_AVAILABLE and command.crew_id:
+            view = self._crew(command.crew_id)
+            if view.available_at is not None and view.available_at >= command.at:
+                return None
+            before = view.stood_down
+            view.available_at = command.at
             return "crew" if view.stood_down != before else None
         return None
 
@@ -337,7 +389,7 @@ class World:
                 continue
             c = crews[inc.crew_id]
             st = self.crews[c.crew_id].status
-            if st is not None and st.at > inc.updated_at:
+            if st is not None and st.at > _entered_status(inc):
                 continue
             if inc.status is IncidentStatus.ON_SITE and c.pinned_job is None:
                 crews[c.crew_id] = _replace(c, pinned_job=inc.incident_id, heading_to=None)
@@ -351,6 +403,11 @@ class World:
         for inc in incidents.values():
             job = self._job_draft(inc, at, settings, pinned_by.get(inc.incident_id))
             pin = self.pins.get(inc.incident_id)
+            if pin is not None and pin[1] < _last_opened(inc):
+                notes.append(
+                    f"pin of {inc.incident_id} to {pin[0]} ignored: older than its reopening"
+                )
+                pin = None
             if pin is not None and inc.incident_id not in pinned_by:
                 crew_id = pin[0]
                 if crew_id in crews:
@@ -391,7 +448,10 @@ class World:
                 pinned = st.incident_id
             elif st.status is CrewState.EN_ROUTE:
                 heading = st.incident_id
-        shift_end = st.shift_end or at + timedelta(seconds=settings.default_shift_s)
+        # A crew that never said when its shift ends works default_shift_s from when it was
+        # last heard of: counted from now, a crew whose app died stayed on shift for ever.
+        heard = view.last_heard or at
+        shift_end = st.shift_end or heard + timedelta(seconds=settings.default_shift_s)
         shift_end_s = math.floor((shift_end - at).total_seconds())
         if shift_end_s <= 0:
             if pinned is None:

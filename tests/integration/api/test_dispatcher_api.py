@@ -206,6 +206,7 @@ def test_actions_go_to_kafka_as_commands_and_only_for_dispatchers(
         (f"/api/incidents/{world['b']}/duplicate", {"duplicate_of": world["a"]}),
         (f"/api/incidents/{world['b']}/close", {"note": "done"}),
         (f"/api/crews/{world['crew']}/unavailable", {}),
+        (f"/api/crews/{world['crew']}/available", {"note": "truck fixed"}),
     ]
     for path, body in actions:
         assert client.post(path, json=body).status_code == 401
@@ -228,6 +229,11 @@ def test_actions_go_to_kafka_as_commands_and_only_for_dispatchers(
         "dispatcher1",
     )
     assert mine[2].duplicate_of == world["a"] and mine[4].crew_id == world["crew"]
+    assert (mine[5].kind, mine[5].crew_id, mine[5].note) == (
+        "crew_available",
+        world["crew"],
+        "truck fixed",
+    )
 
 
 def test_action_errors(client, users, world):

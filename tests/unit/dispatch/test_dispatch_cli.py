@@ -35,3 +35,15 @@ def test_bad_input_is_an_input_error(tmp_path):
     assert result.exit_code == 2
     out = json.loads(result.stdout)
     assert out["code"] == 2 and "vehicles[0].start_index" in out["error"]
+
+
+def test_undecodable_or_out_of_range_input_is_an_input_error(tmp_path):
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"vehicles": [], "jobs": [], "matrix": [[0]], "x": "caf\xe9"}')
+    huge = tmp_path / "huge.json"
+    huge.write_text('{"vehicles": [{"id": 1, "start_index": 1e400}], "matrix": [[0]]}')
+    for path, says in ((latin, "cannot read problem"), (huge, "vehicles[0].start_index")):
+        result = runner.invoke(app, ["dispatch", "solve", str(path)])
+        assert result.exit_code == 2, result.output
+        out = json.loads(result.stdout)
+        assert out["code"] == 2 and says in out["error"]

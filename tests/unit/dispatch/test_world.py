@@ -160,7 +160,8 @@ def test_crews_on_shift_with_their_skills_and_shift_end(ags: geo.RoadGraph) -> N
     assert roads.shift == TimeWindow(0, 2 * 3600)
     assert roads.skills == {"roads"}
     assert problem.crew("anything").skills == {"roads", "water"}, "no skills means all"
-    assert problem.crew("no-end").shift.end_s == SETTINGS.default_shift_s
+    # No shift end given: default_shift_s from when it was last heard of (a minute ago).
+    assert problem.crew("no-end").shift.end_s == SETTINGS.default_shift_s - 60
     assert any("nowhere" in n for n in draft.notes)
 
 
@@ -314,18 +315,99 @@ def test_a_pin_to_a_crew_off_shift_is_ignored(ags: geo.RoadGraph) -> None:
     assert any("gone" in n for n in draft.notes)
 
 
-def test_crew_unavailable_command_stands_a_crew_down_until_it_reports_again(
-    ags: geo.RoadGraph,
-) -> None:
+def test_a_stood_down_crew_stays_out_until_it_comes_back_on_duty(ags: geo.RoadGraph) -> None:
     w = World()
     w.apply_incident(incident("a"))
     crew(w, "c1", WEST)
 
     assert w.apply_command(command(CommandKind.CREW_UNAVAILABLE, crew_id="c1")) == "crew"
     assert problem_of(w, ags)[2].crews == ()
-
-    assert w.apply_crew_status(status("c1", at=NOW)) == "crew"
+    # Its app answers the empty plan with "available": that is not coming back.
+    assert w.apply_crew_status(status("c1", at=NOW - timedelta(minutes=1))) is None
+    assert problem_of(w, ags)[2].crews == ()
+    # Off duty (the truck in the garage), then on duty again: back.
+    w.apply_crew_status(status("c1", "unavailable", at=NOW - timedelta(seconds=50)))
+    assert w.apply_crew_status(status("c1", at=NOW - timedelta(seconds=40))) == "crew"
     assert [c.id for c in problem_of(w, ags)[2].crews] == ["c1"]
+
+
+def test_a_crew_available_command_ends_a_stand_down_in_any_replay_order(
+    ags: geo.RoadGraph,
+) -> None:
+    down = command(CommandKind.CREW_UNAVAILABLE, crew_id="c1", at=NOW - timedelta(minutes=3))
+    up = command(CommandKind.CREW_AVAILABLE, crew_id="c1", at=NOW - timedelta(minutes=2))
+    off = status("c1", "unavailable", at=NOW - timedelta(minutes=4))  # before the stand-down
+    for order in ([down, up], [up, down]):
+        w = World()
+        w.apply_incident(incident("a"))
+        crew(w, "c1", WEST)
+        w.apply_crew_status(off)
+        w.apply_crew_status(status("c1", at=NOW - timedelta(minutes=1)))
+        for c in order:
+            w.apply_command(c)
+        assert [c.id for c in problem_of(w, ags)[2].crews] == ["c1"], order
+    w = World()
+    crew(w, "c1", WEST)
+    w.apply_command(down)  # an off-duty spell before the stand-down does not end it
+    w.apply_crew_status(off)
+    assert w.crews["c1"].stood_down
+
+
+def test_a_crew_gone_silent_leaves_the_plan_after_a_default_shift(ags: geo.RoadGraph) -> None:
+    w = World()
+    w.apply_incident(incident("a"))
+    long_ago = NOW - timedelta(seconds=SETTINGS.default_shift_s + 60)
+    w.apply_crew_status(status("quiet", shift_end=None, at=long_ago))
+    w.apply_crew_position(position("quiet", WEST, at=long_ago))
+    crew(w, "talking", EAST, shift_end=None)
+
+    assert [c.id for c in problem_of(w, ags)[2].crews] == ["talking"]
+
+
+def test_an_old_crew_link_is_not_applied_after_the_crew_moved_on(ags: geo.RoadGraph) -> None:
+    # c1 set off for "a" at 08:30, broke down, came back available at 08:50; "a" was
+    # rescored at 08:55 (updated_at moves), but it entered en_route at 08:30.
+    w = World()
+    t = NOW - timedelta(minutes=30)
+    w.apply_incident(
+        incident(
+            "a",
+            status="en_route",
+            crew_id="c1",
+            updated_at=NOW - timedelta(minutes=5),
+            history=[
+                {"status": "open", "at": (NOW - timedelta(hours=1)).isoformat()},
+                {"status": "en_route", "at": t.isoformat()},
+            ],
+        )
+    )
+    crew(w, "c1", WEST, at=NOW - timedelta(minutes=10))
+
+    assert problem_of(w, ags)[2].crew("c1").heading_to is None
+
+
+def test_a_pin_older_than_a_reopening_is_ignored(ags: geo.RoadGraph) -> None:
+    w = World()
+    crew(w, "c1", WEST)
+    crew(w, "c2", EAST)
+    reopened = incident(
+        "a",
+        status="reopened",
+        history=[
+            {"status": "open", "at": (NOW - timedelta(hours=3)).isoformat()},
+            {"status": "resolved", "at": (NOW - timedelta(hours=2)).isoformat()},
+            {"status": "reopened", "at": (NOW - timedelta(hours=1)).isoformat()},
+        ],
+    )
+    # Replayed after the restart in this order: the reopened state, then the old pin.
+    w.apply_incident(reopened)
+    w.apply_command(
+        command(CommandKind.PIN, incident_id="a", crew_id="c2", at=NOW - timedelta(hours=2.5))
+    )
+    draft, _, problem = problem_of(w, ags)
+
+    assert problem.job("a").skills == {"roads"}
+    assert any("older than its reopening" in n for n in draft.notes)
 
 
 def test_a_backlog_beyond_what_crews_can_reach_this_shift_waits() -> None:
