@@ -40,11 +40,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, MutableMapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from faust.streams import _current_event, current_event
 from faust.types import TP
@@ -282,9 +283,9 @@ class Sink:
             [(topics.APP_HEADER, app.conf.id.encode())],
         )
 
-    async def route(self, key: str, msg: Msg) -> None:
-        """Send a message to a cell."""
-        await _produce(cells.channel.get_topic_name(), key.encode(), dumps(msg), None)
+    async def route(self, key: str, msg: Msg) -> Awaitable[Any]:
+        """Send a message to a cell; the future resolves when Kafka has it."""
+        return await _produce(cells.channel.get_topic_name(), key.encode(), dumps(msg), None)
 
     async def changelog(
         self, topic: str, key: bytes, value: bytes | None, partition: int
@@ -321,7 +322,7 @@ class Sink:
 
 async def _produce(
     topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None
-) -> None:
+) -> Awaitable[Any]:
     """Hand one already-encoded record to the app's Kafka producer.
 
     The hot outputs (incident records, cell messages) skip Faust's per-message channel
@@ -329,7 +330,21 @@ async def _produce(
     a topic send would choose. Delivery is what Faust gives a topic send: the producer is
     flushed before any offset is committed.
     """
-    await app.producer.send(topic, key, value, None, None, headers)
+    fut: Awaitable[Any] = await app.producer.send(topic, key, value, None, None, headers)
+    return fut
+
+
+def _fatal(what: str) -> NoReturn:
+    """Stop the worker at once, as a crash would, leaving the batch unacknowledged.
+
+    An error escaping an agent's batch loop makes Faust acknowledge the whole batch and
+    restart the agent, so the batch would be lost. Exiting instead (no commit on the way
+    out) has the supervisor (compose's restart policy, the demo, systemd) start a worker
+    that replays it from the last commit, which the engine handles idempotently.
+    """
+    _log.critical("%s failed; exiting so the batch is replayed", what, exc_info=True)
+    logging.shutdown()
+    os._exit(70)  # EX_SOFTWARE
 
 
 sink = Sink()
@@ -406,14 +421,20 @@ def _locate_batches(stream: Any) -> AsyncIterator[list[Any]]:
 async def locate_reports(stream: AsyncIterator[Any]) -> None:
     """Citizen reports -> observations at their home cell (snapped in batches)."""
     async for batch in _locate_batches(stream):
-        await _locate("report", topics.RAW_REPORTS, [v for v in batch if v is not None])
+        try:
+            await _locate("report", topics.RAW_REPORTS, [v for v in batch if v is not None])
+        except Exception:
+            _fatal("report batch")
 
 
 @app.agent(raw_alerts)
 async def locate_alerts(stream: AsyncIterator[Any]) -> None:
     """Sensor alerts -> observations at their home cell."""
     async for batch in _locate_batches(stream):
-        await _locate("alert", topics.RAW_SENSOR_ALERTS, [v for v in batch if v is not None])
+        try:
+            await _locate("alert", topics.RAW_SENSOR_ALERTS, [v for v in batch if v is not None])
+        except Exception:
+            _fatal("alert batch")
 
 
 @app.agent(
@@ -428,9 +449,12 @@ async def cells(stream: Any) -> None:
     conf = settings().streams
     batches = stream.take_events(conf.cell_batch_max, within=conf.cell_batch_wait_ms / 1000.0)
     async for events in batches:
-        out = handle_batch(engine(), events)
-        await _flush_tables()
-        await _deliver(coalesce(out))
+        try:
+            out = handle_batch(engine(), events)
+            await _flush_tables()
+            await _deliver(coalesce(out))
+        except Exception:
+            _fatal("cell batch")
 
 
 def handle_batch(eng: Engine, events: Iterable[Any]) -> Outputs:
@@ -490,14 +514,21 @@ async def plans(stream: Any) -> None:
                 continue
             after = [s.incident_id for s in plan.stops]
             at_s = plan.created_at.timestamp()
-        # Written as the cell agent writes its tables (store and changelog partition of
-        # this message, sent before the offset can commit). A table assignment would
-        # first check the changelog's partition count in the consumer's metadata, which
-        # on a fresh Kafka lacks the changelog topic the worker has just created for
-        # minutes: every plan crashed the agent until it refreshed.
-        await _Keyed(plans_table).write([(crew_id, dumps(after), current_event())])
-        for cell, msg in Engine.plan_changes(crew_id, before, after, at_s):
-            await sink.route(cell, msg)
+        # The messages first, and in Kafka, before the table holds the new plan: written
+        # first, a crash in between left the plan applied and its messages never sent,
+        # and the replay found nothing to send. Replayed, they change nothing twice.
+        try:
+            changes = Engine.plan_changes(crew_id, before, after, at_s)
+            sent = [await sink.route(cell, msg) for cell, msg in changes]
+            await asyncio.gather(*sent)
+            # Written as the cell agent writes its tables (store and changelog partition of
+            # this message, sent before the offset can commit). A table assignment would
+            # first check the changelog's partition count in the consumer's metadata, which
+            # on a fresh Kafka lacks the changelog topic the worker has just created for
+            # minutes: every plan crashed the agent until it refreshed.
+            await _Keyed(plans_table).write([(crew_id, dumps(after), current_event())])
+        except Exception:
+            _fatal("crew plan")
 
 
 _last_aging = 0.0

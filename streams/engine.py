@@ -655,7 +655,15 @@ class Engine:
         if inc is None:
             _log.debug("event for unknown incident %s", inc_id)
             return
-        self._commit(key, inc, step(inc), out)
+        new = step(inc)
+        if new is inc:
+            # Nothing to change, or a replay after a crash: the local table kept the change
+            # while its records (incident, statuses) may never have left. Publish the state
+            # again (same version); consumers keep the latest per id.
+            out.incidents.append(inc)
+            out.statuses.extend(self._statuses(inc, None))
+            return
+        self._commit(key, inc, new, out)
 
     def _duplicate(
         self, key: str, loser_id: str, winner_id: str, at: datetime, reason: str, out: Outputs

@@ -10,8 +10,8 @@ broker (QoS 1 messages queued while disconnected go out on reconnect).
 from __future__ import annotations
 
 import logging
-import os
 import threading
+import uuid
 
 import paho.mqtt.client as mqtt
 
@@ -28,7 +28,9 @@ class StatusPublisher:
 
     def __init__(self, settings: MqttSettings, client_id: str | None = None) -> None:
         self.settings = settings
-        self.client_id = client_id or f"cityfix-streams-{os.getpid()}"
+        # Unique per worker: in containers every worker is pid 1, and two clients with
+        # one id keep taking the connection from each other.
+        self.client_id = client_id or f"cityfix-streams-{uuid.uuid4().hex[:12]}"
         self._client: mqtt.Client | None = None
         self._lock = threading.Lock()
         self.published = 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 
 from core.settings import Settings
@@ -22,8 +25,11 @@ class RecordingSink:
     async def incident(self, inc, encoded=None) -> None:
         self.incidents.append(inc)
 
-    async def route(self, key, msg) -> None:
+    async def route(self, key, msg):
         self.routes.append((key, msg))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     async def dead_letter(self, source, payload, rejected) -> None:
         self.dead.append(rejected)
@@ -230,3 +236,61 @@ async def test_a_crew_plan_assigns_the_incidents_that_entered_it_and_is_kept(
     assert [k for t, k, _p in sink.changelogs if t.endswith("-crew-plans-changelog")] == [
         b"crew-7"
     ]
+
+
+class _Stopped(Exception):
+    """What the worker's exit is replaced with here."""
+
+
+@pytest.fixture
+def fatal(agents, monkeypatch) -> list[str]:
+    calls: list[str] = []
+
+    def stop(what: str):
+        calls.append(what)
+        raise _Stopped(what)
+
+    monkeypatch.setattr(agents, "_fatal", stop)
+    return calls
+
+
+async def test_a_plan_whose_messages_cannot_be_sent_is_not_kept(agents, sink, fatal, monkeypatch):
+    import json
+
+    async def refuse(key, msg):
+        raise RuntimeError("broker gone")
+
+    monkeypatch.setattr(sink, "route", refuse)
+    at = later(60).isoformat()
+    plan = {
+        "crew_id": "crew-8",
+        "plan_id": "p8",
+        "stops": [{"incident_id": "c.1.2.r-x", "eta": at, "lat": 0.0, "lon": 0.0}],
+        "route": {"type": "LineString", "coordinates": [[0.0, 0.0], [0.0, 0.0]]},
+        "created_at": at,
+    }
+    with pytest.raises(_Stopped):
+        async with agents.plans.test_context() as agent:
+            await agent.put(json.dumps(plan).encode(), key=b"crew-8")
+    # Not kept: the replay after the restart finds the plan new and sends the messages.
+    assert fatal == ["crew plan"] and agents.plans_table.get(b"crew-8") is None
+
+
+async def test_a_cell_batch_that_cannot_be_delivered_stops_the_worker(
+    agents, sink, fatal, monkeypatch, ags, sites
+):
+    async def refuse(inc, encoded=None):
+        raise RuntimeError("record too large")
+
+    monkeypatch.setattr(sink, "incident", refuse)
+    edge, mid = sites[4]
+    routed = agents.engine().locate([report_raw(*point_along(ags, edge, mid))])
+    with contextlib.suppress(_Stopped):  # the agent crashes; how it surfaces varies
+        async with agents.cells.test_context() as agent:
+            for key, msg in routed:
+                await agent.put(dumps(msg), key=key.encode())
+            for _ in range(100):
+                if fatal:
+                    break
+                await asyncio.sleep(0.02)
+    assert fatal == ["cell batch"]

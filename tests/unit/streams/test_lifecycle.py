@@ -377,3 +377,20 @@ def test_a_late_report_does_not_take_back_the_time_open_points_aging_gave(ags, q
     joined = quick.incidents[inc.incident_id]
     assert joined.reporters == 2
     assert joined.score_breakdown["time_open"] >= aged
+
+
+def test_a_replayed_crew_status_publishes_the_state_again(ags, quick, sites):
+    # After a crash the local table may hold the change while its record never left: the
+    # replay finds nothing to change and must still publish what it holds.
+    edge, mid = sites[7]
+    quick.feed([report_raw(*point_along(ags, edge, mid), at=later(-3600))])
+    [inc] = quick.active()
+    quick.assignment("crew-7", [inc.incident_id], later(-3500).timestamp())
+    _crew(quick, inc.incident_id, "en_route", later(-3400))
+    first = quick.published[-1]
+    assert first.status == S.EN_ROUTE
+    n_published, n_statuses = len(quick.published), len(quick.statuses)
+    _crew(quick, inc.incident_id, "en_route", later(-3400))
+    assert len(quick.published) == n_published + 1 and len(quick.statuses) > n_statuses
+    again = quick.published[-1]
+    assert again.status == S.EN_ROUTE and again.version == first.version
