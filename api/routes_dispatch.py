@@ -377,17 +377,7 @@ async def crew_unavailable(
     Back on duty means an unavailable or off_shift status from the crew after this, then
     an on-duty one, or ``POST /api/crews/{crew_id}/available``.
     """
-    await _crew_or_404(service, crew_id)
-    return await _send(
-        service,
-        commands.command(
-            CommandKind.CREW_UNAVAILABLE,
-            issued_by=caller.username,
-            at=service.now(),
-            crew_id=crew_id,
-            note=body.note,
-        ),
-    )
+    return await _crew_command(CommandKind.CREW_UNAVAILABLE, crew_id, body, service, caller)
 
 
 @router.post(
@@ -397,15 +387,17 @@ async def crew_available(
     crew_id: str, body: Note, service: Service, caller: Dispatcher
 ) -> Response:
     """Put a crew taken out of planning back in (it is planned again at once)."""
+    return await _crew_command(CommandKind.CREW_AVAILABLE, crew_id, body, service, caller)
+
+
+async def _crew_command(
+    kind: CommandKind, crew_id: str, body: Note, service: Service, caller: Dispatcher
+) -> Response:
     await _crew_or_404(service, crew_id)
     return await _send(
         service,
         commands.command(
-            CommandKind.CREW_AVAILABLE,
-            issued_by=caller.username,
-            at=service.now(),
-            crew_id=crew_id,
-            note=body.note,
+            kind, issued_by=caller.username, at=service.now(), crew_id=crew_id, note=body.note
         ),
     )
 

@@ -111,6 +111,11 @@ PIN_SKILL_PREFIX = "pin:"
 _OFF_DUTY = frozenset({CrewState.UNAVAILABLE, CrewState.OFF_SHIFT})
 _UNDER_WAY = frozenset({IncidentStatus.EN_ROUTE, IncidentStatus.ON_SITE})
 _OPENED = frozenset({IncidentStatus.OPEN, IncidentStatus.REOPENED})
+# The CrewView field each stand-down command sets.
+_STAND_DOWN = {
+    CommandKind.CREW_UNAVAILABLE: "unavailable_at",
+    CommandKind.CREW_AVAILABLE: "available_at",
+}
 
 
 def _entered_status(inc: Incident) -> datetime:
@@ -332,19 +337,13 @@ class World:
                 return None
             self.pins[command.incident_id] = (command.crew_id, command.at)
             return "pin"
-        if command.kind is CommandKind.CREW_UNAVAILABLE and command.crew_id:
-            view = self._crew(command.crew_id)
-            if view.unavailable_at is not None and view.unavailable_at >= command.at:
+        if command.kind in _STAND_DOWN and command.crew_id:
+            view, name = self._crew(command.crew_id), _STAND_DOWN[command.kind]
+            held = getattr(view, name)
+            if held is not None and held >= command.at:
                 return None
             before = view.stood_down
-            view.unavailable_at = command.at
-            return "crew" if view.stood_down != before else None
-        if command.kind is CommandKind.CREW_AVAILABLE and command.crew_id:
-            view = self._crew(command.crew_id)
-            if view.available_at is not None and view.available_at >= command.at:
-                return None
-            before = view.stood_down
-            view.available_at = command.at
+            setattr(view, name, command.at)
             return "crew" if view.stood_down != before else None
         return None
 

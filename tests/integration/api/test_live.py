@@ -7,6 +7,7 @@ so the shared topics other services consume are left alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 import warnings
@@ -63,17 +64,19 @@ def live_client(api_settings, live_topics):
         yield c
 
 
-def produce(settings, topic: str, *incidents) -> None:
-    async def run():
-        p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=True)
-        await p.start()
-        try:
-            for inc in incidents:
-                await p.send_and_wait(topic, dumps(inc), key=inc.incident_id.encode())
-        finally:
-            await p.stop()
+async def _send(settings, topic: str, incidents, partition: int | None = None) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=True)
+    await p.start()
+    try:
+        for inc in incidents:
+            key = inc.incident_id.encode()
+            await p.send_and_wait(topic, dumps(inc), key=key, partition=partition)
+    finally:
+        await p.stop()
 
-    asyncio.run(run())
+
+def produce(settings, topic: str, *incidents) -> None:
+    asyncio.run(_send(settings, topic, incidents))
 
 
 def receive_until(ws, pred, limit=200):
@@ -239,43 +242,40 @@ def _hub_topics(settings, partitions: int) -> dict[str, str]:
     return names
 
 
-async def _delete_topics(settings, names: dict[str, str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
-    await admin.start()
+@contextlib.asynccontextmanager
+async def _hub(settings, names: dict[str, str], **options):
+    """A hub over ``names``; stopped, and the topics deleted, afterwards."""
+    from api.live import LiveHub
+
+    hub = LiveHub(settings, names, **options)
     try:
-        await admin.delete_topics(list(names.values()))
+        yield hub
     finally:
-        await admin.close()
+        await hub.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics(list(names.values()))
+        finally:
+            await admin.close()
 
 
 @pytest.mark.timeout(90)
 def test_a_client_too_far_behind_is_told_to_come_back_with_its_cursor(api_settings):
-    from api.live import FeedLagging, LiveHub
+    from api.live import FeedLagging
 
     names = _hub_topics(api_settings, 1)
     t0 = now()
 
     async def run():
-        hub = LiveHub(api_settings, names, queue_max=3)
-        try:
+        async with _hub(api_settings, names, queue_max=3) as hub:
             _, queue = await hub.subscribe()
-            p = AIOKafkaProducer(bootstrap_servers=api_settings.kafka.bootstrap)
-            await p.start()
-            try:
-                for i in range(10):
-                    inc = incident(f"inc-lag-{i}", [], [("open", t0, None)])
-                    await p.send_and_wait(
-                        names["incidents"], dumps(inc), key=inc.incident_id.encode()
-                    )
-            finally:
-                await p.stop()
+            lagging = [incident(f"inc-lag-{i}", [], [("open", t0, None)]) for i in range(10)]
+            await _send(api_settings, names["incidents"], lagging)
             got = []
             while not got or not isinstance(got[-1], Exception):
                 got.append(await asyncio.wait_for(queue.get(), 30))
             return got
-        finally:
-            await hub.stop()
-            await _delete_topics(api_settings, names)
 
     got = asyncio.run(run())
     assert len(got) == 4 and isinstance(got[-1], FeedLagging)
@@ -286,34 +286,26 @@ def test_a_client_too_far_behind_is_told_to_come_back_with_its_cursor(api_settin
 def test_the_hub_follows_partitions_added_after_it_started(api_settings):
     from aiokafka.admin import NewPartitions
 
-    from api.live import LiveHub
-
     names = _hub_topics(api_settings, 1)
     t0 = now()
 
     async def run():
-        hub = LiveHub(api_settings, names, refresh_s=0.5)
-        try:
+        async with _hub(api_settings, names, refresh_s=0.5) as hub:
             _, queue = await hub.subscribe()
             admin = AIOKafkaAdminClient(bootstrap_servers=api_settings.kafka.bootstrap)
             await admin.start()
             try:
                 await admin.create_partitions({names["incidents"]: NewPartitions(2)})
+                for _ in range(100):  # until the broker's metadata has the new partition
+                    [t] = await admin.describe_topics([names["incidents"]])
+                    if len(t["partitions"]) == 2:
+                        break
+                    await asyncio.sleep(0.1)
             finally:
                 await admin.close()
-            p = AIOKafkaProducer(bootstrap_servers=api_settings.kafka.bootstrap)
-            await p.start()
-            try:
-                inc = incident("inc-new-partition", [], [("open", t0, None)])
-                await p.send_and_wait(
-                    names["incidents"], dumps(inc), key=inc.incident_id.encode(), partition=1
-                )
-            finally:
-                await p.stop()
+            new = incident("inc-new-partition", [], [("open", t0, None)])
+            await _send(api_settings, names["incidents"], [new], partition=1)
             return json.loads(await asyncio.wait_for(queue.get(), 30))
-        finally:
-            await hub.stop()
-            await _delete_topics(api_settings, names)
 
     msg = asyncio.run(run())
     assert msg["key"] == "inc-new-partition" and msg["cursor"]["incidents"]["1"] == 1

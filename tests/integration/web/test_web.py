@@ -382,14 +382,19 @@ def pipeline_artifact(name: str):
     return ARTIFACTS / name
 
 
+def _report_at(page, stack: Stack, category: str, lat: float, lon: float) -> None:
+    """The citizen page, a category chosen and the map's pin at (lat, lon)."""
+    page.goto(f"{stack.base_url}/report")
+    page.wait_for_function("window.cityfix && window.cityfix.ready === true", timeout=30_000)
+    page.get_by_label("What is the problem?").select_option(category)
+    page.evaluate(f"window.cityfix.map.jumpTo({{center: [{lon}, {lat}], zoom: 17}})")
+    page.get_by_role("button", name="Pin the map centre").click()
+
+
 def test_a_citizen_report_from_the_page_becomes_an_incident(streams: Stack, page) -> None:
     pipeline = streams
     lat, lon = _road_point(pipeline, 3)
-    page.goto(f"{pipeline.base_url}/report")
-    page.wait_for_function("window.cityfix && window.cityfix.ready === true", timeout=30_000)
-    page.get_by_label("What is the problem?").select_option("pothole")
-    page.evaluate(f"window.cityfix.map.jumpTo({{center: [{lon}, {lat}], zoom: 17}})")
-    page.get_by_role("button", name="Pin the map centre").click()
+    _report_at(page, pipeline, "pothole", lat, lon)
     page.get_by_label("Describe it").fill("Pothole reported from the web page")
     page.get_by_role("button", name="Send report").click()
 
@@ -468,12 +473,8 @@ def test_a_citizen_can_say_when_a_leak_began(stack: Stack, city_page) -> None:
     # A datetime-local field has no zone, and Open311 refuses a datetime without one.
     page = city_page
     lat, lon = _road_point(stack, 4)
-    page.goto(f"{stack.base_url}/report")
-    page.wait_for_function("window.cityfix && window.cityfix.ready === true", timeout=30_000)
-    page.get_by_label("What is the problem?").select_option("water_leak")
+    _report_at(page, stack, "water_leak", lat, lon)
     page.get_by_label("When did you first notice it?").fill("2025-01-15T14:30")
-    page.evaluate(f"window.cityfix.map.jumpTo({{center: [{lon}, {lat}], zoom: 17}})")
-    page.get_by_role("button", name="Pin the map centre").click()
     page.get_by_label("Describe it").fill("Water running down the street")
     with page.expect_response("**/report/submit") as answer:
         page.get_by_role("button", name="Send report").click()

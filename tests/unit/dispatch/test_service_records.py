@@ -13,21 +13,24 @@ from dispatch.service import _decode
 from tests.unit.dispatch.test_world import incident
 
 
-def record(incident_id: str, headers: tuple[tuple[str, bytes], ...]) -> ConsumerRecord:
-    value = schemas.dumps(incident(incident_id))
+def _record(topic: str, key: str, value: bytes, headers=()) -> ConsumerRecord:
     return ConsumerRecord(
-        topic=topics.INCIDENTS,
+        topic=topic,
         partition=0,
         offset=0,
         timestamp=0,
         timestamp_type=0,
-        key=incident_id.encode(),
+        key=key.encode(),
         value=value,
         checksum=None,
-        serialized_key_size=len(incident_id),
+        serialized_key_size=len(key),
         serialized_value_size=len(value),
         headers=headers,
     )
+
+
+def record(incident_id: str, headers: tuple[tuple[str, bytes], ...]) -> ConsumerRecord:
+    return _record(topics.INCIDENTS, incident_id, schemas.dumps(incident(incident_id)), headers)
 
 
 def test_incidents_of_another_deployment_stay_out_of_the_world() -> None:
@@ -43,20 +46,7 @@ def test_incidents_of_another_deployment_stay_out_of_the_world() -> None:
 
 
 def crew_record(doc: dict) -> ConsumerRecord:
-    value = json.dumps(doc).encode()
-    return ConsumerRecord(
-        topic=topics.CREW_EVENTS,
-        partition=0,
-        offset=0,
-        timestamp=0,
-        timestamp_type=0,
-        key=doc["crew_id"].encode(),
-        value=value,
-        checksum=None,
-        serialized_key_size=len(doc["crew_id"]),
-        serialized_value_size=len(value),
-        headers=(),
-    )
+    return _record(topics.CREW_EVENTS, doc["crew_id"], json.dumps(doc).encode())
 
 
 def test_a_crew_message_stamped_ahead_of_the_clock_is_skipped() -> None:
