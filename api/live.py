@@ -282,12 +282,16 @@ class LiveHub:
         for tp in tps:
             name = self._topic_name[tp.topic]
             offset = self.cursor[name].get(tp.partition)
-            if offset is None:
-                await consumer.seek_to_beginning(tp)
-                offset = (await consumer.beginning_offsets([tp]))[tp]
-                self.cursor[name][tp.partition] = offset
-            else:
+            if offset is not None:
                 consumer.seek(tp, offset)
+            elif not known:  # the first assignment: every partition has its leader
+                await consumer.seek_to_beginning(tp)
+                self.cursor[name][tp.partition] = (await consumer.beginning_offsets([tp]))[tp]
+            else:
+                # Added since: read from offset 0, the start of a new partition. Asking
+                # where it begins could wait until the consumer learns its leader, and
+                # it enters the cursor with its first record.
+                consumer.seek(tp, 0)
         return tps
 
     def _apply(self, name: str, partition: int, rec: Any) -> None:

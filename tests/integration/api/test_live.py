@@ -290,7 +290,7 @@ def test_the_hub_follows_partitions_added_after_it_started(api_settings):
     t0 = now()
 
     async def run():
-        async with _hub(api_settings, names, refresh_s=0.5) as hub:
+        async with asyncio.timeout(60), _hub(api_settings, names, refresh_s=0.5) as hub:
             _, queue = await hub.subscribe()
             admin = AIOKafkaAdminClient(bootstrap_servers=api_settings.kafka.bootstrap)
             await admin.start()
