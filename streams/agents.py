@@ -49,6 +49,7 @@ from typing import Any, NoReturn
 
 from faust.streams import _current_event, current_event
 from faust.types import TP
+from prometheus_client import Counter
 
 from core import schemas, topics
 from core.schemas import Assignment, DeadLetter, Incident, RequestStatus
@@ -347,6 +348,13 @@ def _fatal(what: str) -> NoReturn:
     os._exit(70)  # EX_SOFTWARE
 
 
+# Served with the sinks' counters at the worker's /metrics (``streams.app``).
+PUBLISHED = Counter("cityfix_streams_incidents_published_total", "Incident records sent")
+REFUSED = Counter(
+    "cityfix_streams_refused_total", "Reports and alerts dead-lettered by streams", ["kind"]
+)
+DROPPED = Counter("cityfix_streams_cell_dropped_total", "Cell messages that failed to apply")
+
 sink = Sink()
 _engine: Engine | None = None
 _overlays: list[_Overlay] = []
@@ -391,6 +399,7 @@ def coalesce(out: Outputs) -> Outputs:
 
 async def _deliver(out: Outputs) -> None:
     eng = engine()
+    PUBLISHED.inc(len(out.incidents))
     for inc in out.incidents:
         await sink.incident(inc, eng.encoded(inc))
     for key, msg in out.routes:
@@ -403,6 +412,7 @@ async def _locate(kind: str, source: str, payloads: list[bytes]) -> None:
     results = engine().locate([(kind, p) for p in payloads])
     for payload, r in zip(payloads, results, strict=True):
         if isinstance(r, Rejected):
+            REFUSED.labels(kind).inc()
             _log.debug("%s refused: %s", kind, r.reason, extra={"field": r.field})
             await sink.dead_letter(source, payload, r)
         else:
@@ -469,6 +479,7 @@ def handle_batch(eng: Engine, events: Iterable[Any]) -> Outputs:
             with _AsEvent(event):
                 out.extend(eng.handle(_text(key), msg))
         except Exception:  # a bad message must not stop the partition
+            DROPPED.inc()
             _log.exception("cell message dropped", extra={"key": _text(key)})
     return out
 

@@ -19,6 +19,7 @@ import warnings
 from typing import Any
 
 import faust
+import prometheus_client
 from faust.exceptions import AlreadyConfiguredWarning
 
 from core import topics
@@ -32,6 +33,7 @@ app = faust.App(
     autodiscover=True,
     origin="streams",
 )
+
 
 _settings: Settings | None = None
 
@@ -87,7 +89,19 @@ def configure(settings: Settings) -> faust.App:
         contiguous | {f"{app_id}-dedup-cells"},
         settings.streams.offset_hole_repair_s,
     )
+    global _metrics_page
+    if not _metrics_page:  # declared here: a page declared at import configures the app
+        _metrics_page = True
+        app.page("/metrics")(_metrics)
     return app
+
+
+_metrics_page = False
+
+
+async def _metrics(view: Any, request: Any) -> Any:
+    """The worker's Prometheus metrics (text format) on its web port."""
+    return view.bytes(prometheus_client.generate_latest(), content_type="text/plain")
 
 
 # Python's cyclic garbage collector, tuned for a worker (see ``settle_heap``): a young

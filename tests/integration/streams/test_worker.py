@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -265,6 +266,15 @@ def test_thousand_reports_of_hundred_faults_survive_a_sigkilled_worker(
             return len(s) >= FAULTS and all(len(v["evidence"]) == PER_FAULT for v in s.values())
 
         tap.wait(complete, timeout_s=120)
+        # The worker serves its metrics on its web port.
+        served = httpx.get(f"http://127.0.0.1:{env['CITYFIX_STREAMS__WEB_PORT']}/metrics")
+        assert served.status_code == 200, served.text
+        published = [
+            float(line.split()[-1])
+            for line in served.text.splitlines()
+            if line.startswith("cityfix_streams_incidents_published_total ")
+        ]
+        assert published and published[0] > 0, served.text[:2000]
 
         # A worker on a fresh disk recovers every table from its changelog alone: one more
         # report of fault 0 joins fault 0's incident instead of opening a new one.
