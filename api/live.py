@@ -93,6 +93,8 @@ def _decode(value: bytes | None) -> Any:
 
 Send = Callable[[bytes], Awaitable[None]]
 
+_SETUP_LIMIT_S = 30.0  # the hub's consumer start, partition lookup and end offsets
+
 # Incidents in these states are done with: the hub's snapshot leaves them out.
 _FINISHED = frozenset(
     s.value for s in (IncidentStatus.CLOSED, IncidentStatus.MERGED, IncidentStatus.DUPLICATE)
@@ -225,12 +227,15 @@ class LiveHub:
             client_id="cityfix-api-live-hub",
         )
         try:
-            await consumer.start()
-            self.state = {n: {} for n in self.streams}
-            self.cursor = {n: {} for n in self.streams}
-            tps = await self._follow(consumer, [])
+            # Bounded: a broker that cannot say where the partitions begin and end fails
+            # the waiting clients (1011, they retry) instead of holding them for ever.
+            async with asyncio.timeout(_SETUP_LIMIT_S):
+                await consumer.start()
+                self.state = {n: {} for n in self.streams}
+                self.cursor = {n: {} for n in self.streams}
+                tps = await self._follow(consumer, [])
+                end = await consumer.end_offsets(tps)
             self._consumer, self._tps = consumer, tps
-            end = await consumer.end_offsets(tps)
             pending = set(tps)
             refresh_at = asyncio.get_running_loop().time() + self.refresh_s
             while True:

@@ -235,11 +235,26 @@ def _hub_topics(settings, partitions: int) -> dict[str, str]:
         await admin.start()
         try:
             await admin.create_topics([NewTopic(n, partitions, 1) for n in names.values()])
+            await _led(admin, list(names.values()), partitions)
         finally:
             await admin.close()
 
     asyncio.run(create())
     return names
+
+
+async def _led(admin, names: list[str], partitions: int) -> None:
+    """Wait until the broker names a leader for every partition of fresh topics.
+
+    A consumer asking where a partition without a leader begins or ends waits for it;
+    the hub's topics in a city are long made, a test's are a moment old.
+    """
+    for _ in range(200):
+        described = await admin.describe_topics(names)
+        parts = [p for t in described if t["error_code"] == 0 for p in t["partitions"]]
+        if len(parts) == partitions * len(names) and all(p["leader"] >= 0 for p in parts):
+            return
+        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
@@ -296,11 +311,7 @@ def test_the_hub_follows_partitions_added_after_it_started(api_settings):
             await admin.start()
             try:
                 await admin.create_partitions({names["incidents"]: NewPartitions(2)})
-                for _ in range(100):  # until the broker's metadata has the new partition
-                    [t] = await admin.describe_topics([names["incidents"]])
-                    if len(t["partitions"]) == 2:
-                        break
-                    await asyncio.sleep(0.1)
+                await _led(admin, [names["incidents"]], 2)
             finally:
                 await admin.close()
             new = incident("inc-new-partition", [], [("open", t0, None)])
