@@ -12,8 +12,10 @@ It is served as Mapbox Vector Tiles at ``/tiles/roads/{z}/{x}/{y}.pbf``, one lay
   is built in the background when the router is created, so the first map is quick.
 
 ``/report/submit`` lets the citizen page post to Open311 without shipping an API key to
-browsers: the server adds the key of the ``web-citizen`` client. The bundle itself is built
-with npm into ``api/static/dist`` at set-up (``make web``).
+browsers: the server adds the key of the ``web-citizen`` client. ``/report/geocode`` places
+an address typed on the page with the city's offline address index (``geo.geocode``), under
+the same per-address rate limit as Open311's POST. The bundle itself is built with npm into
+``api/static/dist`` at set-up (``make web``).
 """
 
 from __future__ import annotations
@@ -30,20 +32,21 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import mapbox_vector_tile
 import numpy as np
 import shapely
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import KEY_PREFIX, key_digest
-from core.errors import Conflict
+from core.errors import Conflict, RateLimited
 from core.settings import Settings
 from geo import RoadGraph, load_city
+from geo.geocode import MAX_QUERY_CHARS, Placed
 from store import queries
 
 _log = logging.getLogger(__name__)
@@ -309,6 +312,52 @@ class _CitizenProxy:
         )
 
 
+async def geocode_address(
+    request: Request,
+    q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
+) -> JSONResponse:
+    """``GET /report/geocode?q=``: where the citizen page should put its pin for an address.
+
+    The answer is ``{lat, lon, precision, matched, note}`` (``note``: what was not used,
+    such as a house number the map lacks, else ""), or a 400 ``{reason, description}``
+    saying why the address cannot be placed or why a report there would be refused
+    (outside the service area, too far from a road). Each lookup counts against the caller's
+    address in Open311's per-address limit (``api.post_rate_per_address_per_min``), the
+    one ``/report/submit`` is held to; the index is the one Open311's POST uses, loaded
+    on first use (503 while it cannot be).
+    """
+    service = request.app.state.service
+    address = request.client.host if request.client else "unknown"
+    wait = service.address_limiter.retry_after_s(address)
+    if wait:
+        raise RateLimited(
+            f"too many requests from this address; retry in {math.ceil(wait)} s", wait
+        )
+    geocoder = await service.geocoder()
+    # Milliseconds per query: answered on the event loop, as Open311's POST does.
+    found = geocoder.geocode(q, max_street_radius_m=service.settings.geo.geocode_street_radius_m)
+    if not isinstance(found, Placed):
+        return JSONResponse(
+            {"reason": found.reason, "description": found.description}, status_code=400
+        )
+    # A pin the report would then be refused at: say so now, with the POST's reason.
+    refused = await service.refusal(found.lat, found.lon)
+    if refused is not None:
+        return JSONResponse(
+            {"reason": "not_served", "description": f"{found.matched}: {refused}"},
+            status_code=400,
+        )
+    return JSONResponse(
+        {
+            "lat": found.lat,
+            "lon": found.lon,
+            "precision": found.precision,
+            "matched": found.matched,
+            "note": found.note,
+        }
+    )
+
+
 def dict_pairs(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
     """Form pairs as a mapping of each name to its values (repeated names kept)."""
     out: dict[str, list[str]] = {}
@@ -384,5 +433,16 @@ def build_router(settings: Settings, *, graph: Callable[[], RoadGraph] | None = 
         methods=["POST"],
         summary="Send a citizen report from the web page (Open311 POST, the page's key added)",
         response_class=Response,
+    )
+    router.add_api_route(
+        "/report/geocode",
+        geocode_address,
+        methods=["GET"],
+        summary="Place an address typed on the citizen page (the city's offline address index)",
+        responses={
+            400: {"description": "The address cannot be placed: why"},
+            429: {"description": "Too many requests from this address"},
+            503: {"description": "The address index is not available yet"},
+        },
     )
     return router

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -24,6 +24,11 @@ from typing import Any
 from api.services import SERVICES, Attribute, Service, service
 from core.schemas import IncidentStatus
 from core.topics import valid_id
+from geo.geocode import GeocodeResult, Refused
+
+#: Places an address string on the city's map (``geo.Geocoder.geocode``, bound to the
+#: city's settings).
+Geocode = Callable[[str], GeocodeResult]
 
 DEFAULT_SPAN = timedelta(days=90)
 DEFAULT_LIMIT = 1000
@@ -268,20 +273,62 @@ class NewRequest:
     device_id: str | None = None
     account_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: How the location was given or found: ``coordinates`` (lat/long, or a "lat,long"
+    #: address string), else the geocoder's ``address``, ``intersection`` or ``street``.
+    precision: str = "coordinates"
+    #: What the address string matched on the map, when it was geocoded.
+    matched: str | None = None
+    #: What the geocoder could not use (a house number the map lacks), or "".
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where an address string puts a request."""
+
+    lat: float
+    lon: float
+    precision: str
+    matched: str | None = None
+    note: str = ""
 
 
 _COORDS = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*$")
 
 
-def locate_address(address: str | None) -> tuple[float, float] | None:
-    """The coordinates an address string carries itself (``"lat,long"``), else None.
+def is_coordinates(address: str) -> bool:
+    """Whether an address string is itself a ``"lat,long"`` pair."""
+    return _COORDS.match(address) is not None
 
-    The city has no geocoder: an address that is not a coordinate pair cannot be placed.
+
+def needs_geocoder(form: Mapping[str, list[str]]) -> bool:
+    """Whether a POST's location has to be found from its address string."""
+    # Blank lat/long fields are absent, as ``parse_new_request`` reads them.
+    if any(v.strip() for name in ("lat", "long") for v in form.get(name) or []):
+        return False
+    values = [v.strip() for v in form.get("address_string") or []]
+    return len(values) == 1 and bool(values[0]) and not is_coordinates(values[0])
+
+
+def locate_address(address: str | None, geocode: Geocode | None = None) -> Located | None:
+    """Where an address string puts a request, or None when it cannot be placed.
+
+    A ``"lat,long"`` string carries its coordinates. Any other address is placed by
+    ``geocode`` (the city's address index: a house address, an intersection or a short
+    street); its refusal (unknown street, ambiguous, too vague) is a 400 saying why.
+    Without ``geocode`` only coordinates can be placed.
     """
     if not address:
         return None
     m = _COORDS.match(address)
-    return (float(m[1]), float(m[2])) if m else None
+    if m:
+        return Located(float(m[1]), float(m[2]), "coordinates")
+    if geocode is None:
+        return None
+    found = geocode(address)
+    if isinstance(found, Refused):
+        raise bad_request(f"address_string: {found.description}")
+    return Located(found.lat, found.lon, found.precision, found.matched, found.note)
 
 
 def _one(form: Mapping[str, list[str]], name: str, limit: int = MAX_SHORT_CHARS) -> str | None:
@@ -312,12 +359,14 @@ def parse_new_request(
     *,
     now: datetime,
     report_id: uuid.UUID | None = None,
+    geocode: Geocode | None = None,
 ) -> NewRequest:
     """Validate a POST Service Request from its form fields.
 
     ``form`` maps each field to its values; ``pairs`` keeps the raw order (for
     ``attribute[CODE][]``). A location is required: ``lat`` and ``long``, or an
-    ``address_string`` / ``address_id`` (accepted only where it can be placed).
+    ``address_string`` (a "lat,long" pair, or an address ``geocode`` places; see
+    ``locate_address``). An ``address_id`` alone cannot be placed.
     """
     for name, value in pairs:
         # No text column or JSON value of the store can hold one: refused here, before
@@ -335,16 +384,24 @@ def parse_new_request(
     address_id = _one(form, "address_id")
     if (lat_s is None) != (lon_s is None):
         raise bad_request("lat and long: give both or neither")
+    precision, matched, note = "coordinates", None, ""
     if lat_s is not None and lon_s is not None:
         lat, lon = _coordinate(lat_s, "lat", 90), _coordinate(lon_s, "long", 180)
     elif address_string or address_id:
-        placed = locate_address(address_string)
+        placed = locate_address(address_string, geocode)
+        if placed is None and geocode is not None:
+            raise bad_request(
+                "location: an address_id cannot be placed here; send lat and long or an "
+                "address_string"
+            )
         if placed is None:
             raise bad_request(
                 "location: this jurisdiction cannot place an address_string or address_id "
                 "without coordinates; send lat and long"
             )
-        lat, lon = _coordinate(str(placed[0]), "lat", 90), _coordinate(str(placed[1]), "long", 180)
+        lat = _coordinate(str(placed.lat), "lat", 90)
+        lon = _coordinate(str(placed.lon), "long", 180)
+        precision, matched, note = placed.precision, placed.matched, placed.note
     else:
         raise bad_request("location: required (lat and long, address_string or address_id)")
     description = _one(form, "description", MAX_DESCRIPTION_CHARS)
@@ -374,6 +431,9 @@ def parse_new_request(
         contact=contact,
         device_id=_one(form, "device_id"),
         account_id=_one(form, "account_id"),
+        precision=precision,
+        note=note,
+        matched=matched,
     )
 
 
@@ -563,6 +623,20 @@ def discovery_doc(base_url: str, changeset: datetime, contact: str) -> dict[str,
             }
         ],
     }
+
+
+def service_notice(new: NewRequest) -> str:
+    """The ``service_notice`` of a created request.
+
+    It says where the address string placed it, and what of the address was not used
+    (a house number the map lacks).
+    """
+    notice = "Thank you. The city will check it against other reports and schedule a crew."
+    if new.matched is not None:
+        notice += f" Placed by its address at {new.matched} ({new.precision})."
+    if new.note:
+        notice += f" Note: {new.note}."
+    return notice
 
 
 def created_doc(report_id: str, notice: str | None) -> list[dict[str, Any]]:

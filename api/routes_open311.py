@@ -6,6 +6,7 @@ Every route answers in the format its path ends with (``.xml``, required by the 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from enum import StrEnum
@@ -189,9 +190,16 @@ async def create_request(
         raise RateLimited(
             f"too many requests for this api_key; retry in {math.ceil(wait)} s", wait
         )
-    new = o311.parse_new_request(fields, pairs, now=service.now())
+    geocode: o311.Geocode | None = None
+    if o311.needs_geocoder(fields):  # an address, not coordinates: the city's index
+        geocoder = await service.geocoder()
+        radius_m = service.settings.geo.geocode_street_radius_m
+        geocode = functools.partial(geocoder.geocode, max_street_radius_m=radius_m)
+    new = o311.parse_new_request(fields, pairs, now=service.now(), geocode=geocode)
     refused = await service.refusal(new.lat, new.lon)
     if refused is not None:  # the pipeline would drop it: say so now, not never
+        if new.matched is not None:
+            raise o311.bad_request(f"address_string: {new.matched}: {refused}")
         raise o311.bad_request(f"lat, long: {refused}")
     client_id = o311.client_id_for_key(key["name"])
     try:
@@ -252,9 +260,10 @@ async def create_request(
             "report_id": str(new.report_id),
             "service_code": new.service_code,
             "key": key["name"],
+            "precision": new.precision,
         },
     )
-    notice = "Thank you. The city will check it against other reports and schedule a crew."
+    notice = o311.service_notice(new)
     return _answer(fmt, "service_requests", o311.created_doc(str(new.report_id), notice))
 
 

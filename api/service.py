@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -36,9 +36,16 @@ from core.mqtt import service_client
 from core.schemas import CitizenReport, Command, dumps
 from core.settings import Settings
 from geo import RoadGraph, load_city
+from geo.geocode import Geocoder, load_geocoder
 from store import api_queries
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How long a request waits for the address index before a 503 (a first build of a big
+#: city's index takes a few seconds; loading a cached one, well under a second).
+GEOCODER_WAIT_S = 30.0
 
 
 class NotSent(ServiceUnavailable):
@@ -103,6 +110,65 @@ class MqttPublisher:
             raise ServiceUnavailable(f"mqtt: no PUBACK within {timeout_s:g} s")
 
 
+class LazyLoad(Generic[T]):
+    """A value made once, in a thread of its own started by the first caller.
+
+    Async callers wait on the event loop (as ``api.map._LazyTiler.ready`` does), never in
+    a worker thread: a request waiting in a thread would hold one of the threads every
+    database call also needs. A failed load is reported to callers as a 503; the first
+    caller ``retry_s`` after the failure starts loading again (a cache rebuilt, an
+    extract restored), so one failure does not last until a restart.
+    """
+
+    def __init__(self, make: Callable[[], T], what: str, *, retry_s: float = 30.0) -> None:
+        self._make = make
+        self._what = what
+        self._retry_s = retry_s
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._failed_at = 0.0
+        self._done = threading.Event()
+        self._started = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start loading (once; again ``retry_s`` after a failure)."""
+        with self._lock:
+            if self._started:
+                failed = self._done.is_set() and self._value is None
+                if not failed or time.monotonic() - self._failed_at < self._retry_s:
+                    return
+                self._done.clear()  # callers wait for this new try, as for the first
+            self._started = True
+        threading.Thread(target=self._run, name=f"load-{self._what}", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            value = self._make()
+        except BaseException as exc:  # surfaced to every caller
+            log.exception("%s unavailable", self._what)
+            with self._lock:
+                self._error, self._failed_at = exc, time.monotonic()
+        else:
+            with self._lock:
+                self._value, self._error = value, None
+        finally:
+            self._done.set()
+
+    async def ready(self, limit_s: float) -> T:
+        """The value; ``ServiceUnavailable`` if it failed or is not ready within ``limit_s``."""
+        self.start()
+        deadline = time.monotonic() + limit_s
+        while not self._done.is_set():
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(f"{self._what} still loading; retry shortly")
+            await asyncio.sleep(0.05)
+        value = self._value
+        if value is None:
+            raise ServiceUnavailable(f"{self._what} unavailable: {self._error}")
+        return value
+
+
 class ApiService:
     """Everything the routes need that talks to a server."""
 
@@ -132,8 +198,13 @@ class ApiService:
         self._graph: RoadGraph | None = None
         self._graph_lock = threading.Lock()
         self._graph_loading = asyncio.Lock()
+        self._geocoder = LazyLoad(lambda: load_geocoder(settings.geo), "address index")
 
     # --- the city ----------------------------------------------------------------------
+
+    async def geocoder(self) -> Geocoder:
+        """The city's address index (``geo.geocode``), loaded on first use in its own thread."""
+        return await self._geocoder.ready(GEOCODER_WAIT_S)
 
     def graph(self) -> RoadGraph:
         """The city's road graph, loaded on first use (the map's tiles and ``refusal``)."""

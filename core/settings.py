@@ -79,6 +79,10 @@ class GeoSettings(BaseModel):
     # Used by a main process with no other thread (a CLI, a benchmark); pool workers and
     # threaded services always search in-process.
     matrix_processes: int = Field(2, ge=1)
+    # An address naming only a street (or a house number the map lacks) is placed at the
+    # street's middle only when every node of the street is within this distance of it;
+    # a longer street needs a house number on the map or a cross street (geo.geocode).
+    geocode_street_radius_m: float = Field(150.0, gt=0)
 
 
 class StreamsSettings(BaseModel):

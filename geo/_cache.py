@@ -29,6 +29,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def memo_key(path: Path, cache_dir: Path) -> tuple[str, int, int, str]:
+    """What a per-process memo of something built from ``path`` into ``cache_dir`` is keyed by.
+
+    The file's resolved path, size and modification time (a replaced extract is built
+    again) and the cache directory.
+    """
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(cache_dir.resolve()))
+
+
 def write_npz(path: Path, arrays: Mapping[str, NDArray[np.generic]]) -> None:
     """Write ``arrays`` to ``path`` atomically, sorted by name, with fixed timestamps."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ from pyproj.database import query_utm_crs_info
 from core.errors import ConfigError, GeoError
 from core.settings import GeoSettings
 from geo import _osm, context
-from geo._cache import read_npz, sha256_of, write_npz
+from geo._cache import memo_key, read_npz, sha256_of, write_npz
 from geo.graph import RoadGraph
 from geo.speeds import SpeedTable
 
@@ -122,12 +122,8 @@ def load_city(
     """
     osm_path = city_path(settings, name)
     table = speeds or SpeedTable()
-    stat = osm_path.stat()
     key = (
-        str(osm_path.resolve()),
-        stat.st_size,
-        stat.st_mtime_ns,
-        str(settings.cache_dir.resolve()),
+        *memo_key(osm_path, settings.cache_dir),
         _config_key(settings, table),
         settings.matrix_processes,
     )

@@ -23,6 +23,7 @@ export default defineConfig({
       "/open311": "http://127.0.0.1:8000",
       "/tiles": "http://127.0.0.1:8000",
       "/report/submit": "http://127.0.0.1:8000",
+      "/report/geocode": "http://127.0.0.1:8000",
     },
   },
 });

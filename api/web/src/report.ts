@@ -167,6 +167,7 @@ form.addEventListener("submit", async (ev) => {
     const id = created[0]?.service_request_id ?? created[0]?.token;
     if (id) localStorage.setItem(MINE, JSON.stringify([id, ...myReports().filter((x) => x !== id)].slice(0, 20)));
     form.reset();
+    $("find-status").textContent = "";
     $("attributes").innerHTML = "";
     $("where").textContent = "Thank you! Your report was sent. Place a new pin for another one.";
     pin?.remove();
@@ -180,6 +181,74 @@ form.addEventListener("submit", async (ev) => {
   } finally {
     button.disabled = false;
   }
+});
+
+// --- finding an address -----------------------------------------------------------------
+
+interface Found {
+  lat: number;
+  lon: number;
+  precision: string;
+  matched: string;
+}
+let lookups = 0;
+
+/** Place the pin at the typed address (``/report/geocode``), or say why it cannot be. */
+async function findAddress(): Promise<void> {
+  const text = $<HTMLInputElement>("address").value.trim();
+  const status = $("find-status");
+  status.classList.remove("bad");
+  if (!text) {
+    status.classList.add("bad");
+    status.textContent = "Type an address or two cross streets first.";
+    return;
+  }
+  if (!map) {
+    status.textContent = "The map is still loading; try again in a moment.";
+    return;
+  }
+  const asked = ++lookups;
+  const button = $<HTMLButtonElement>("find");
+  button.disabled = true;
+  status.textContent = "Looking for the address…";
+  try {
+    const res = await fetch(`/report/geocode?q=${encodeURIComponent(text)}`);
+    if (asked !== lookups) return; // a newer lookup answers instead
+    if (!res.ok) {
+      const reason = res.status === 400 ? await refusal(res) : await problem(res);
+      status.classList.add("bad");
+      status.textContent = `Not placed: ${reason}.`;
+      return;
+    }
+    const found = (await res.json()) as Found;
+    status.textContent = "";
+    setPin(found.lat, found.lon);
+    map.easeTo({ center: [found.lon, found.lat], zoom: 17 });
+    $("where").textContent = `Pin at ${found.matched} (${found.precision}): ${found.lat.toFixed(5)}, ${found.lon.toFixed(5)}. Drag the pin if the problem is not right there.`;
+  } catch (e) {
+    if (asked !== lookups) return;
+    status.classList.add("bad");
+    status.textContent = `Could not look up the address: ${(e as Error).message}`;
+  } finally {
+    if (asked === lookups) button.disabled = false;
+  }
+}
+
+/** Why the address was refused: the geocoder's ``description`` (a 400's body). */
+async function refusal(res: Response): Promise<string> {
+  const doc = (await res
+    .clone()
+    .json()
+    .catch(() => null)) as { description?: unknown } | null;
+  return typeof doc?.description === "string" ? doc.description : problem(res);
+}
+
+$("find").addEventListener("click", () => void findAddress());
+$("address").addEventListener("keydown", (ev) => {
+  // Enter looks the address up; it must not send the form.
+  if (ev.key !== "Enter" || ev.isComposing) return;
+  ev.preventDefault();
+  void findAddress();
 });
 
 $("locate").addEventListener("click", () => {
