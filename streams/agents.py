@@ -43,13 +43,13 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from faust.streams import _current_event, current_event
 from faust.types import TP
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from core import schemas, topics
 from core.schemas import Assignment, DeadLetter, Incident, RequestStatus
@@ -70,7 +70,6 @@ crew_events = app.topic(topics.CREW_EVENTS, key_serializer="raw", value_serializ
 commands = app.topic(topics.COMMANDS, key_serializer="raw", value_serializer="raw")
 assignments = app.topic(topics.ASSIGNMENTS, key_serializer="raw", value_serializer="raw")
 incidents_topic = app.topic(topics.INCIDENTS, key_serializer="raw", value_serializer="raw")
-dlq_topic = app.topic(topics.INGEST_DLQ, key_serializer="raw", value_serializer="raw")
 
 _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "default": None}
 cells_table = app.Table("cells", help="dedup index: cell key -> entries", **_RAW)
@@ -85,10 +84,19 @@ plans_table = app.Table(
 
 
 class _Keyed(MutableMapping[str, Any]):
-    """A table seen through string keys (stored as bytes, whatever the store)."""
+    """A table seen through string keys (stored as bytes, whatever the store).
 
-    def __init__(self, table: Any) -> None:
+    ``on_write`` is told every batch of ``(key, value or None, event)`` records ``write``
+    puts in the store, as soon as they are there (before the changelog sends yield).
+    """
+
+    def __init__(
+        self,
+        table: Any,
+        on_write: Callable[[list[tuple[bytes, bytes | None, Any]]], None] | None = None,
+    ) -> None:
         self._t = table
+        self._on_write = on_write
 
     def __getitem__(self, key: str) -> Any:
         value = self._t.get(key.encode())
@@ -133,6 +141,8 @@ class _Keyed(MutableMapping[str, Any]):
             _write_batches(store, records)
         else:
             _write_each(store, records)
+        if self._on_write is not None:
+            self._on_write(records)
         last: dict[int, Any] = {}
         for k, v, event in records:
             partition = event.message.partition
@@ -184,8 +194,7 @@ def _write_each(store: Any, records: list[tuple[bytes, bytes | None, Any]]) -> N
 
 def _persisted(store: Any, tp: TP, fut: Any) -> None:
     if fut.cancelled() or fut.exception() is not None:
-        _log.error("changelog write failed", extra={"tp": str(tp), "error": repr(fut.exception())})
-        return
+        return  # the worker is stopping (``_exit_unless_sent``)
     store.set_persisted_offset(tp, fut.result().offset)
 
 
@@ -295,6 +304,7 @@ class Sink:
         fut: asyncio.Future[Any] = await app.producer.send(
             topic, key, value, partition, None, None
         )
+        fut.add_done_callback(_exit_unless_sent)
         return fut
 
     async def dead_letter(self, source: str, payload: bytes, rejected: Rejected) -> None:
@@ -309,7 +319,7 @@ class Sink:
             received_at=datetime.now(UTC),
             size_bytes=len(payload),
         )
-        await dlq_topic.send(key=source.encode(), value=schemas.dumps(letter))
+        await _produce(topics.INGEST_DLQ, source.encode(), schemas.dumps(letter), None)
 
     def status(self, status: RequestStatus) -> None:
         """Tell the reporting app (retained MQTT, QoS 1; never blocks)."""
@@ -329,13 +339,33 @@ async def _produce(
     The hot outputs (incident records, cell messages) skip Faust's per-message channel
     machinery: they are bytes already, and the partition is the producer's key hash, as
     a topic send would choose. Delivery is what Faust gives a topic send: the producer is
-    flushed before any offset is committed.
+    flushed before any offset is committed, and a record Kafka refuses stops the worker
+    (``_exit_unless_sent``).
     """
-    fut: Awaitable[Any] = await app.producer.send(topic, key, value, None, None, headers)
+    fut: asyncio.Future[Any] = await app.producer.send(topic, key, value, None, None, headers)
+    fut.add_done_callback(_exit_unless_sent)
     return fut
 
 
-def _fatal(what: str) -> NoReturn:
+def _exit_unless_sent(fut: asyncio.Future[Any]) -> None:
+    """Stop the worker if Kafka did not take a record the agents sent.
+
+    The producer has given up on the record (its retries and delivery timeout are spent).
+    Faust's flush before a commit waits for the send but does not raise, so the offsets
+    of the messages that produced the record would be committed and the record lost for
+    good: an incident state, a cell message, a changelog entry. This callback runs before
+    the commit that waits on the same send resumes (``failure`` sets the record's future
+    in the same step as the batch's, and the flush wakes a step later), and exiting there
+    leaves those offsets uncommitted for the replay.
+    """
+    if fut.cancelled():
+        _fatal("record send (cancelled)")
+    error = fut.exception()
+    if error is not None:
+        _fatal("record send", error)
+
+
+def _fatal(what: str, error: BaseException | None = None) -> NoReturn:
     """Stop the worker at once, as a crash would, leaving the batch unacknowledged.
 
     An error escaping an agent's batch loop makes Faust acknowledge the whole batch and
@@ -343,7 +373,9 @@ def _fatal(what: str) -> NoReturn:
     out) has the supervisor (compose's restart policy, the demo, systemd) start a worker
     that replays it from the last commit, which the engine handles idempotently.
     """
-    _log.critical("%s failed; exiting so the batch is replayed", what, exc_info=True)
+    _log.critical(
+        "%s failed; exiting so the batch is replayed", what, exc_info=error or True
+    )
     logging.shutdown()
     os._exit(70)  # EX_SOFTWARE
 
@@ -365,7 +397,10 @@ def engine() -> Engine:
     global _engine
     if _engine is None:
         s = settings()
-        _overlays[:] = [_Overlay(_Keyed(t)) for t in (cells_table, incidents_table, seen_table)]
+        _overlays[:] = [
+            _Overlay(_Keyed(t, on_write=_incidents_written if t is incidents_table else None))
+            for t in (cells_table, incidents_table, seen_table)
+        ]
         cells_o, incidents_o, seen_o = _overlays
         _engine = Engine(
             s.streams,
@@ -494,7 +529,7 @@ async def crew(stream: Any) -> None:
     async for value in stream:
         routed = engine().route_crew_event(value) if value else None
         if routed is not None:
-            await sink.route(*routed)
+            await _route_or_exit(routed, "crew event")
 
 
 @app.agent(commands)
@@ -503,7 +538,20 @@ async def dispatcher_commands(stream: Any) -> None:
     async for value in stream:
         routed = engine().route_command(value) if value else None
         if routed is not None:
-            await sink.route(*routed)
+            await _route_or_exit(routed, "command")
+
+
+async def _route_or_exit(routed: tuple[str, Msg], what: str) -> None:
+    """Send one message to its cell, or stop the worker if it cannot even be queued.
+
+    An error escaping the agent would have Faust acknowledge the message unrouted (see
+    ``_fatal``); a record queued but refused later stops the worker too
+    (``_exit_unless_sent``).
+    """
+    try:
+        await sink.route(*routed)
+    except Exception:
+        _fatal(what)
 
 
 @app.agent(assignments)
@@ -531,7 +579,12 @@ async def plans(stream: Any) -> None:
         try:
             changes = Engine.plan_changes(crew_id, before, after, at_s)
             sent = [await sink.route(cell, msg) for cell, msg in changes]
-            await asyncio.gather(*sent)
+            if sent:
+                # Not ``gather``: cancelled (the worker stopping), it would cancel the sends'
+                # futures, which stops the worker as a refused record would.
+                await asyncio.wait(sent)
+                for fut in sent:
+                    fut.result()
             # Written as the cell agent writes its tables (store and changelog partition of
             # this message, sent before the offset can commit). A table assignment would
             # first check the changelog's partition count in the consumer's metadata, which
@@ -542,19 +595,209 @@ async def plans(stream: Any) -> None:
             _fatal("crew plan")
 
 
+#: Incidents the aging timer reads and judges between two yields to the event loop.
+AGING_SLICE = 250
+#: Table records a scan of the open incidents reads between two yields to the event loop.
+SCAN_SLICE = 1000
+
+
+class OpenIncidents:
+    """The ids of the incidents this worker holds that are not finished: what aging reads.
+
+    The incidents table keeps every incident ever opened (closed, merged and duplicate
+    ones for good, so a replayed report finds them), and after a year the finished ones
+    are nearly all of it; aging only concerns the others. Reading all of it every interval,
+    in one pass, held the one thread that handles every message for as long as the table
+    was large.
+
+    The set follows the writes: the cell agent's batch write to the incidents table
+    (``note``, hooked on ``_Keyed.write``) adds an incident that is not finished and drops
+    one that is, its status told by the engine, which has just built the record. Recovery
+    writes into the store past every agent: it can bring incidents another worker opened
+    or changed (a new partition, or one this worker held before a rebalance and gets back
+    after the other worker wrote to it), so after every completed recovery the set is
+    rebuilt by a scan of the table (``rebuild``), in slices that yield to the event loop.
+    A revocation stops a scan under way (it would keep the revoked partitions' databases
+    open, and Faust could not open them again if they came back). An id whose incident the
+    worker no longer holds reads as missing, and one whose incident finished by recovery
+    reads as finished; aging drops both (``forget``).
+    """
+
+    def __init__(self) -> None:
+        self.ids: set[bytes] = set()
+        #: The incidents partitions the last complete scan covered (None: none yet).
+        self.scanned: frozenset[int] | None = None
+        #: What the writes made of each id during a scan: its snapshot may be older.
+        self._journal: dict[bytes, bool] | None = None
+        self._scan: asyncio.Future[None] | None = None
+
+    def note(self, records: list[tuple[bytes, bytes | None, Any]]) -> None:
+        """Incident records just written to the table: keep the set in step with them."""
+        eng = engine()
+        journal = self._journal
+        for key, value, _event in records:
+            is_open = value is not None and not eng.finished(key.decode(), value)
+            if is_open:
+                self.ids.add(key)
+            else:
+                self.ids.discard(key)
+            if journal is not None:
+                journal[key] = is_open
+
+    def forget(self, key: bytes) -> None:
+        """The worker no longer holds ``key`` (its partition went to another worker)."""
+        self.ids.discard(key)
+
+    def revoked(self) -> None:
+        """Partitions are being revoked: stop a scan under way (the next recovery scans)."""
+        if self._scan is not None:
+            self._scan.cancel()
+            self._scan = None
+
+    def recovered(self, held: frozenset[int]) -> None:
+        """The tables hold the state of the assignment: rebuild the set from them.
+
+        After every recovery, not only when the partitions changed: a recovery can replay
+        another worker's writes into partitions this one held before. A scan under way (of
+        an earlier assignment) stops: this one takes over.
+        """
+        self.revoked()
+        self._scan = asyncio.ensure_future(self._rebuild_or_log(held))
+
+    async def _rebuild_or_log(self, held: frozenset[int]) -> None:
+        try:
+            await self.rebuild(incidents_table, held)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The set keeps what the writes made of it; the next recovery scans again.
+            _log.exception("open incidents: the scan of the table failed")
+
+    async def rebuild(self, table: Any, held: frozenset[int]) -> None:
+        """Replace the set with the open incidents of a full scan of ``table``.
+
+        ``SCAN_SLICE`` records at a time, yielding to the event loop in between: the cell
+        agent goes on writing meanwhile, and what it writes is kept aside (``_journal``)
+        and wins over what the scan read, which may be from before.
+        """
+        eng = engine()
+        journal: dict[bytes, bool] = {}
+        self._journal = journal
+        found: set[bytes] = set()
+        started = time.monotonic()
+        read = 0
+        try:
+            for key, value in _held_records(table):
+                read += 1
+                if value and not eng.finished(_text(key), value):
+                    found.add(bytes(key))
+                if read % SCAN_SLICE == 0:
+                    await asyncio.sleep(0)
+        finally:
+            if self._journal is journal:
+                self._journal = None
+        for key, is_open in journal.items():
+            if is_open:
+                found.add(key)
+            else:
+                found.discard(key)
+        self.ids = found
+        self.scanned = held
+        _log.info(
+            "open incidents: %d of %d held",
+            len(found),
+            read,
+            extra={"partitions": sorted(held), "seconds": round(time.monotonic() - started, 3)},
+        )
+
+
+def _held_records(table: Any) -> Iterator[tuple[Any, Any]]:
+    """Every ``(key, value)`` of ``table`` in the partitions this worker holds, lazily.
+
+    Safe to pause between records while the agents write. A RocksDB store is read through
+    one iterator per partition database (each sees the database as it was when it was
+    made), over the list of databases taken first: a write can open a database meanwhile.
+    Any other store (the in-memory one) is a dict: its keys are copied first and each
+    value read when its turn comes (None if it went meanwhile).
+    """
+    store = table.data
+    dbs_for_actives = getattr(store, "_dbs_for_actives", None)
+    if dbs_for_actives is not None:
+        for db in list(dbs_for_actives()):
+            yield from store._visible_items(db)
+        return
+    for key in list(store.keys()):
+        yield key, store.get(key)
+
+
+def held_partitions() -> frozenset[int]:
+    """The partitions of the incidents table this worker holds as active (not standby)."""
+    topic = incidents_table.changelog_topic.get_topic_name()
+    return frozenset(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)
+
+
+open_incidents = OpenIncidents()
+OPEN = Gauge(
+    "cityfix_streams_open_incidents", "Incidents this worker holds that are not finished"
+)
+OPEN.set_function(lambda: len(open_incidents.ids))
+
+
+def _incidents_written(records: list[tuple[bytes, bytes | None, Any]]) -> None:
+    """The incidents table's batch writes, for ``open_incidents`` (``_Keyed.write``)."""
+    open_incidents.note(records)
+
+
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's type fits no handler
+async def _incidents_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+    """Before Faust lets go of the revoked partitions' databases."""
+    open_incidents.revoked()
+
+
+@incidents_table.on_recover
+async def _incidents_recovered() -> None:
+    """After every recovery: the table now holds the assignment's incidents."""
+    open_incidents.recovered(held_partitions())
+
+
+async def age_incidents() -> int:
+    """Tick the open incidents whose score aged or whose close is due; how many were.
+
+    Reads by id only the incidents ``open_incidents`` holds, ``AGING_SLICE`` at a time,
+    yielding to the event loop in between: the loop also runs the cell agent and the
+    consumer's heartbeats. A tick only asks: the incident's owner checks again what is due
+    when it handles it, so one for an incident that finished or changed hands meanwhile
+    does no harm (``Engine._on_tick``).
+    """
+    eng = engine()
+    ids = list(open_incidents.ids)  # a copy: writes and scans change the set meanwhile
+    ticked = 0
+    for start in range(0, len(ids), AGING_SLICE):
+        items = []
+        for key in ids[start : start + AGING_SLICE]:
+            value = incidents_table.get(key)
+            if value and not eng.finished(_text(key), value):
+                items.append((key, value))
+            else:  # gone with its partition, or finished by a recovery
+                open_incidents.forget(key)
+        for cell, msg in eng.due_ticks(items):
+            await sink.route(cell, msg)
+            ticked += 1
+        await asyncio.sleep(0)
+    return ticked
+
+
 _last_aging = 0.0
 
 
 @app.timer(interval=5.0)
 async def aging() -> None:
-    """Every ``aging_interval_s``: tick incidents whose score aged or whose close is due."""
+    """Every ``aging_interval_s``: tick open incidents whose score aged or whose close is due."""
     global _last_aging
     now = time.monotonic()
     if now - _last_aging < settings().streams.aging_interval_s:
         return
     _last_aging = now
-    ticks = engine().due_ticks((k, v) for k, v in incidents_table.items() if v)
-    for key, msg in ticks:
-        await sink.route(key, msg)
-    if ticks:
-        _log.info("aging: %d incidents re-scored or closing", len(ticks))
+    ticked = await age_incidents()
+    if ticked:
+        _log.info("aging: %d incidents re-scored or closing", ticked)

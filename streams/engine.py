@@ -482,21 +482,22 @@ class Engine:
     def due_ticks(self, items: Iterable[tuple[Any, Any]]) -> list[tuple[str, Msg]]:
         """``tick`` messages for the incidents (id, stored value) whose state is due to change.
 
-        Called by the aging timer over the locally held incidents; the ticks go through
-        the cell topic so every change is made by the partition that owns the incident.
-        Finished incidents cost a JSON parse each: the table keeps every incident ever
-        opened.
+        Called by the aging timer over the open incidents it holds (``streams.agents``
+        keeps their ids, so the finished ones the table keeps for good are never read);
+        the ticks go through the cell topic so every change is made by the partition that
+        owns the incident. An incident that finished since its id was picked is skipped.
         """
         now = self.clock.now()
         eps = self.settings.rescore_epsilon_points
         out: list[tuple[str, Msg]] = []
-        for _inc_id, raw in items:
-            # Closed, merged and duplicate incidents stay in the table for good (a replayed
-            # report must find them), and nothing more happens to them: a plain JSON read
-            # of the status skips them without validating the whole incident.
-            if orjson.loads(raw).get("status") in lifecycle.TERMINAL:
+        for inc_id, raw in items:
+            # The engine has most open incidents parsed already (it wrote them last): reuse
+            # that copy while the table still holds the same bytes.
+            inc = self._known(_str(inc_id), raw)
+            if inc is None:
+                inc = Incident.model_validate_json(raw)
+            if inc.status in lifecycle.TERMINAL:
                 continue
-            inc = Incident.model_validate_json(raw)
             due = lifecycle.close_due(inc, now, self.settings.close_after_s)
             if not due and lifecycle.is_active(inc):
                 new = self._rescore(inc, now)
@@ -509,6 +510,18 @@ class Engine:
                     )
                 )
         return out
+
+    def finished(self, inc_id: str, raw: bytes | str) -> bool:
+        """Whether the stored incident ``raw`` is finished (``lifecycle.TERMINAL``).
+
+        Asked for every incident record written to the table, so it must be cheap: the
+        record is almost always the one the engine has just built, whose parsed copy it
+        keeps with these very bytes; any other record is read for its status alone.
+        """
+        inc = self._known(inc_id, raw)
+        if inc is not None:
+            return inc.status in lifecycle.TERMINAL
+        return orjson.loads(raw).get("status") in lifecycle.TERMINAL
 
     # -- internals -----------------------------------------------------------------------
     def _route(self, here: str, key: str, msg: Msg, out: Outputs) -> None:
@@ -550,12 +563,19 @@ class Engine:
         raw = self.incidents.get(inc_id)
         if not raw:
             return None
-        cached = self._parsed.get(inc_id)
-        if cached is not None and cached[0] == (raw.encode() if isinstance(raw, str) else raw):
-            return cached[1]
+        inc = self._known(inc_id, raw)
+        if inc is not None:
+            return inc
         inc = Incident.model_validate_json(raw)
         self._remember(inc_id, raw, inc)
         return inc
+
+    def _known(self, inc_id: str, raw: bytes | str) -> Incident | None:
+        """The parsed copy of ``inc_id`` kept with exactly these stored bytes, if any."""
+        cached = self._parsed.get(inc_id)
+        if cached is not None and cached[0] == (raw.encode() if isinstance(raw, str) else raw):
+            return cached[1]
+        return None
 
     def encoded(self, inc: Incident) -> bytes:
         """``inc`` as its wire record, reusing the bytes just written to the table."""

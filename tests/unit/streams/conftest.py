@@ -3,6 +3,7 @@ the engine run in-process, and places on the map found from the graph itself."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import pytest
 
 import geo
 from core.clock import Clock
-from core.settings import GeoSettings, StreamsSettings
+from core.settings import GeoSettings, Settings, StreamsSettings
 from streams.dedup import Grid
 from streams.engine import Inline
 from streams.roads import GeoRoads
@@ -251,3 +252,75 @@ def ids_of(raws: list[tuple[str, bytes]]) -> list[str]:
 
 def later(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
+
+
+# -- the Faust agents, driven without Kafka (test_agents, test_aging) --------------------
+
+
+class RecordingSink:
+    """Collects what the agents would send to Kafka and MQTT."""
+
+    def __init__(self) -> None:
+        self.incidents = []
+        self.routes = []
+        self.statuses = []
+        self.dead = []
+        self.changelogs = []
+
+    async def incident(self, inc, encoded=None) -> None:
+        self.incidents.append(inc)
+
+    async def route(self, key, msg):
+        self.routes.append((key, msg))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def dead_letter(self, source, payload, rejected) -> None:
+        self.dead.append(rejected)
+
+    def status(self, status) -> None:
+        self.statuses.append(status)
+
+    async def changelog(self, topic, key, value, partition) -> None:
+        self.changelogs.append((topic, key, partition))
+
+
+@pytest.fixture(scope="module")
+def agents(geo_settings, tmp_path_factory):
+    from streams import app as streams_app
+
+    base = Settings()
+    settings = base.model_copy(
+        update={
+            "geo": geo_settings,
+            "streams": base.streams.model_copy(
+                update={"store": "memory://", "data_dir": tmp_path_factory.mktemp("streams")}
+            ),
+        }
+    )
+    streams_app.configure(settings)
+    from streams import agents
+
+    return agents
+
+
+@pytest.fixture
+def sink(agents, monkeypatch) -> RecordingSink:
+    rec = RecordingSink()
+    monkeypatch.setattr(agents, "sink", rec)
+    return rec
+
+
+class _Message:
+    """What the overlay needs of a Kafka message: its partition."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+
+class Event:
+    """What the overlay needs of a Faust event: key, value and the message's partition."""
+
+    def __init__(self, key: str, value: bytes, partition: int) -> None:
+        self.key, self.value, self.message = key.encode(), value, _Message(partition)

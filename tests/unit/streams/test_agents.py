@@ -7,64 +7,9 @@ import contextlib
 
 import pytest
 
-from core.settings import Settings
 from streams.engine import dumps
+from tests.unit.streams.conftest import Event as _Event
 from tests.unit.streams.conftest import later, point_along, report_raw
-
-
-class RecordingSink:
-    """Collects what the agents would send to Kafka and MQTT."""
-
-    def __init__(self) -> None:
-        self.incidents = []
-        self.routes = []
-        self.statuses = []
-        self.dead = []
-        self.changelogs = []
-
-    async def incident(self, inc, encoded=None) -> None:
-        self.incidents.append(inc)
-
-    async def route(self, key, msg):
-        self.routes.append((key, msg))
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-    async def dead_letter(self, source, payload, rejected) -> None:
-        self.dead.append(rejected)
-
-    def status(self, status) -> None:
-        self.statuses.append(status)
-
-    async def changelog(self, topic, key, value, partition) -> None:
-        self.changelogs.append((topic, key, partition))
-
-
-@pytest.fixture(scope="module")
-def agents(geo_settings, tmp_path_factory):
-    from streams import app as streams_app
-
-    base = Settings()
-    settings = base.model_copy(
-        update={
-            "geo": geo_settings,
-            "streams": base.streams.model_copy(
-                update={"store": "memory://", "data_dir": tmp_path_factory.mktemp("streams")}
-            ),
-        }
-    )
-    streams_app.configure(settings)
-    from streams import agents
-
-    return agents
-
-
-@pytest.fixture
-def sink(agents, monkeypatch) -> RecordingSink:
-    rec = RecordingSink()
-    monkeypatch.setattr(agents, "sink", rec)
-    return rec
 
 
 async def test_the_cell_agent_opens_an_incident_and_the_next_report_joins_it(
@@ -98,18 +43,6 @@ async def test_a_batch_publishes_each_incident_once_in_its_final_state(agents, s
     assert [i.version for i in out.incidents] == [1, 2, 3]
     [inc] = agents.coalesce(out).incidents
     assert inc.version == 3 and inc.reporters == 3
-
-
-class _Message:
-    def __init__(self, partition: int) -> None:
-        self.partition = partition
-
-
-class _Event:
-    """What the overlay needs of a Faust event: key, value and the message's partition."""
-
-    def __init__(self, key: str, value: bytes, partition: int) -> None:
-        self.key, self.value, self.message = key.encode(), value, _Message(partition)
 
 
 class _PartitionedTable(dict):
@@ -246,7 +179,7 @@ class _Stopped(Exception):
 def fatal(agents, monkeypatch) -> list[str]:
     calls: list[str] = []
 
-    def stop(what: str):
+    def stop(what: str, error: BaseException | None = None):
         calls.append(what)
         raise _Stopped(what)
 
@@ -294,3 +227,46 @@ async def test_a_cell_batch_that_cannot_be_delivered_stops_the_worker(
                     break
                 await asyncio.sleep(0.02)
     assert fatal == ["cell batch"]
+
+
+class _Producer:
+    """Takes records and hands back the futures Kafka's answers would resolve."""
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future] = []
+
+    async def send(self, topic, key, value, partition, timestamp, headers):
+        fut = asyncio.get_running_loop().create_future()
+        self.futures.append(fut)
+        return fut
+
+
+@pytest.mark.parametrize("how", ["incident", "route", "changelog", "dead_letter"])
+async def test_a_record_kafka_refuses_stops_the_worker_before_a_commit(
+    agents, fatal, monkeypatch, how
+):
+    from types import SimpleNamespace
+
+    from streams.engine import Rejected
+
+    producer = _Producer()
+    monkeypatch.setattr(agents, "app", SimpleNamespace(producer=producer, conf=agents.app.conf))
+    real = agents.Sink()
+    sends = {
+        "incident": lambda: real.incident(SimpleNamespace(incident_id="c.1.2.r-x"), b"{}"),
+        "route": lambda: real.route("c.1.2", {"t": "tick", "incident_id": "c.1.2.r-x"}),
+        "changelog": lambda: real.changelog("app-incidents-changelog", b"k", b"v", 0),
+        "dead_letter": lambda: real.dead_letter("raw.reports", b"{", Rejected("bad json")),
+    }
+    await sends[how]()
+    ok = await real.route("c.1.3", {"t": "tick", "incident_id": "c.1.3.r-y"})
+    ok.set_result(None)
+    await asyncio.sleep(0)
+    assert fatal == []  # a record Kafka took changes nothing
+
+    producer.futures[0].set_exception(RuntimeError("delivery timed out"))
+    # What a commit waits on (the producer's flush) wakes later than the record's callbacks.
+    flush = asyncio.ensure_future(asyncio.wait([producer.futures[0]]))
+    await asyncio.sleep(0)
+    assert fatal == ["record send"] and not flush.done()
+    await flush
