@@ -44,6 +44,27 @@ def _token(kind: str, doc: dict) -> str:
     return f"{kind}:{_seconds(doc['at'])}"
 
 
+def _missing_report(missing, valid, dead, elapsed, bridge) -> str:
+    """What a failure needs to be diagnosed: which kinds went missing, and the bridge's view."""
+    by_kind: dict[str, int] = {}
+    for token in missing:
+        kind = token.split(":")[0] if ":" in token else valid[token][0]
+        by_kind[kind] = by_kind.get(kind, 0) + 1
+    dead_valid = sorted(t for t in missing if t in dead)[:3]
+    wanted = ("received", "forwarded", "kafka_retries", "inflight", "connected", "dropped")
+    counters = {
+        k: v
+        for k, v in bridge.metrics().items()
+        if k.startswith(tuple(f"cityfix_ingest_{w}" for w in wanted))
+    }
+    return (
+        f"{len(missing)} of {len(valid)} valid messages missing after {elapsed:.0f} s, "
+        f"by kind {by_kind}, e.g. {sorted(missing)[:3]}; dead-lettered instead: {dead_valid}; "
+        f"bridge alive: {bridge.alive()}, counters: {counters}; "
+        f"bridge log tail:\n{bridge.log(3000)}"
+    )
+
+
 def test_ten_thousand_mixed_messages_are_routed_or_dead_lettered(settings, bridges, identity):
     app, app_pw = identity(IdentityKind.APP, "app")
     dev, dev_pw = identity(IdentityKind.SENSOR, "sensor")
@@ -187,7 +208,7 @@ def test_ten_thousand_mixed_messages_are_routed_or_dead_lettered(settings, bridg
     elapsed = time.monotonic() - started
 
     missing = set(valid) - set(seen_valid)
-    assert not missing, f"{len(missing)} valid messages missing, e.g. {sorted(missing)[:3]}"
+    assert not missing, _missing_report(missing, valid, dead, elapsed, bridge)
     assert seen_valid == valid, "a valid message went to the wrong topic or key"
     assert not set(invalid) & set(seen_valid), "an invalid message reached a raw topic"
     missing_dead = set(invalid) - set(dead)
