@@ -101,6 +101,9 @@ class StreamsSettings(BaseModel):
     p3_min_score: float = Field(25.0)
     index_refresh_s: float = Field(60.0, gt=0)
     publish_request_status: bool = True
+    # Offsets are committed only once MQTT acknowledged the request statuses published
+    # before: a commit waits this long for that, then is skipped (streams.offsets).
+    status_ack_wait_s: float = Field(5.0, gt=0)
     store: str = "rocksdb://"
     app_id: str = "cityfix-streams"
     broker_session_timeout_s: float = Field(30.0, gt=0)

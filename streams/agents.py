@@ -53,6 +53,7 @@ from prometheus_client import Counter, Gauge
 
 from core import schemas, topics
 from core.schemas import Assignment, DeadLetter, Incident, RequestStatus
+from streams import offsets
 from streams.app import app, settings
 from streams.engine import Engine, Msg, Outputs, Rejected, dumps, loads
 from streams.publisher import StatusPublisher
@@ -281,6 +282,9 @@ class Sink:
 
     def __init__(self) -> None:
         self._publisher: StatusPublisher | None = None
+        # Since when commits have been held back for statuses, and when that was last said.
+        self._held_since: float | None = None
+        self._held_logged: float | None = None
 
     async def incident(self, inc: Incident, encoded: bytes | None = None) -> None:
         """Publish an incident's full current state (compacted topic, key = id)."""
@@ -329,6 +333,37 @@ class Sink:
             self._publisher = StatusPublisher(settings().mqtt)
             self._publisher.start()
         self._publisher.publish(status)
+
+    async def statuses_delivered(self) -> bool:
+        """Commit barrier: whether the broker acknowledged every status queued so far.
+
+        Waits up to ``streams.status_ack_wait_s``. False holds the commit back, so the
+        records behind an undelivered status are read again, and the status published
+        again, if the worker dies before the broker has it (``streams.offsets``).
+        """
+        if self._publisher is None:
+            return True
+        if await self._publisher.delivered(settings().streams.status_ack_wait_s):
+            if self._held_since is not None:
+                _log.info(
+                    "request statuses acknowledged again: offsets are committed",
+                    extra={"held_s": round(time.monotonic() - self._held_since, 1)},
+                )
+                self._held_since = self._held_logged = None
+            return True
+        COMMITS_HELD.inc()
+        now = time.monotonic()
+        self._held_since = self._held_since or now
+        if self._held_logged is None or now - self._held_logged >= _HELD_LOG_EVERY_S:
+            self._held_logged = now
+            _log.warning(
+                "the broker has not acknowledged request statuses: offsets stay uncommitted",
+                extra={
+                    "unacknowledged": self._publisher.unacknowledged,
+                    "held_s": round(now - self._held_since, 1),
+                },
+            )
+        return False
 
 
 async def _produce(
@@ -386,8 +421,15 @@ REFUSED = Counter(
     "cityfix_streams_refused_total", "Reports and alerts dead-lettered by streams", ["kind"]
 )
 DROPPED = Counter("cityfix_streams_cell_dropped_total", "Cell messages that failed to apply")
+# While commits are held back for request statuses, a warning at most this often.
+_HELD_LOG_EVERY_S = 60.0
+COMMITS_HELD = Counter(
+    "cityfix_streams_commits_held_total",
+    "Offset commits skipped because request statuses were not yet acknowledged by MQTT",
+)
 
 sink = Sink()
+offsets.add_commit_barrier(sink.statuses_delivered)
 _engine: Engine | None = None
 _overlays: list[_Overlay] = []
 

@@ -21,13 +21,21 @@ partition whose committed offset has not been acknowledged while later ones have
 harmless, as every consumer of these topics is idempotent (``streams.engine``). The
 behaviour on compacted topics is Faust's own, except that the record being fetched is
 no longer counted as done before a stream has acknowledged it.
+
+Commit barriers (``add_commit_barrier``) hold commits back behind outputs that do not go
+through Kafka's producer, which Faust flushes before every commit by itself: each barrier
+is awaited before offsets are committed, again and again while one says no (each waits a
+while itself), and the records keep being processed meanwhile; the offsets Faust has
+taken off its list for this commit are committed once all agree. Only a worker that is
+stopping, or giving its partitions up to a rebalance, drops the commit: the records are
+then read again from the offsets committed before, by whichever worker gets them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import faust
@@ -37,6 +45,7 @@ from faust.types import TP
 _log = logging.getLogger(__name__)
 
 _contiguous: set[str] = set()
+_barriers: list[Callable[[], Awaitable[bool]]] = []
 _stalled_since: dict[TP, float] = {}
 _installed = False
 
@@ -51,6 +60,7 @@ def install(app: faust.App, contiguous_topics: Iterable[str], hole_repair_s: flo
     _installed = True
     original_add_gap = Consumer._add_gap
     original_new_offset = Consumer._new_offset
+    original_commit_offsets = Consumer._commit_offsets
 
     async def _add_gap(self: Consumer, tp: TP, offset_from: int, offset_to: int) -> None:
         # ``offset_to`` is the record being fetched: done only once a stream acks it.
@@ -63,8 +73,21 @@ def install(app: faust.App, contiguous_topics: Iterable[str], hole_repair_s: flo
             return None
         return original_new_offset(self, tp)  # type: ignore[no-any-return]
 
+    async def _commit_offsets(
+        self: Consumer, offsets: Mapping[TP, int], start_new_transaction: bool = True
+    ) -> bool:
+        while not await barriers_pass():
+            if self.should_stop or self.app.rebalancing:
+                # Its partitions are leaving this worker: whoever reads them next starts
+                # from the offsets committed before, so nothing is skipped.
+                return False
+        return await original_commit_offsets(  # type: ignore[no-any-return]
+            self, offsets, start_new_transaction=start_new_transaction
+        )
+
     Consumer._add_gap = _add_gap  # type: ignore[method-assign]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]
 
     @app.timer(interval=max(0.5, hole_repair_s / 2))
     async def repair_holes() -> None:
@@ -72,6 +95,20 @@ def install(app: faust.App, contiguous_topics: Iterable[str], hole_repair_s: flo
             _stalled_since.clear()
             return
         await _repair(app.consumer, hole_repair_s)
+
+
+def add_commit_barrier(barrier: Callable[[], Awaitable[bool]]) -> None:
+    """Await ``barrier`` before every offset commit, until it says True."""
+    if barrier not in _barriers:
+        _barriers.append(barrier)
+
+
+async def barriers_pass() -> bool:
+    """Whether every commit barrier lets offsets be committed now."""
+    for barrier in _barriers:
+        if not await barrier():
+            return False
+    return True
 
 
 def head_hole(consumer: Any, tp: TP) -> tuple[int, int] | None:

@@ -5,12 +5,22 @@ Each report's status is published retained, QoS 1, on
 an app that connects later still finds the latest state. paho-mqtt runs its network loop
 in its own thread; ``publish`` only queues, so the stream processors never wait on the
 broker (QoS 1 messages queued while disconnected go out on reconnect).
+
+A status is derived from records the worker has read; once their offsets are committed
+they are never read again, so a status still queued in this process when it dies would
+be lost for good. ``delivered`` is the worker's commit barrier (``streams.offsets``): it
+says whether the broker has acknowledged every status queued before it was called, so
+offsets are committed only behind delivered statuses, and after a crash the records are
+read again and their statuses published again (retained, so a repeat is harmless).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 import threading
+import time
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -21,6 +31,20 @@ from core.schemas import RequestStatus
 from core.settings import MqttSettings
 
 _log = logging.getLogger(__name__)
+
+# How often ``delivered`` looks at the oldest unacknowledged status while it waits.
+_POLL_S = 0.01
+
+
+def _acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
+    """Whether the broker acknowledged this message.
+
+    ``is_published`` raises for a message queued while disconnected (its rc stays
+    ``MQTT_ERR_NO_CONN``) although paho sends it on reconnect and marks it published when
+    the PUBACK comes, so the mark itself is read.
+    """
+    with info._condition:
+        return bool(info._published)
 
 
 class StatusPublisher:
@@ -34,6 +58,14 @@ class StatusPublisher:
         self._client: mqtt.Client | None = None
         self._lock = threading.Lock()
         self.published = 0
+        # Queued and not yet known to be acknowledged, oldest first; with the counts of
+        # statuses ever queued and of those since known to be acknowledged.
+        self._unacked: collections.deque[mqtt.MQTTMessageInfo] = collections.deque()
+        self._queued = 0
+        self._acked = 0
+        # The latest status of each request paho would not queue (all its 65,535 message
+        # ids in use): queued again by ``delivered`` unless a later status replaced it.
+        self._refused: dict[str, RequestStatus] = {}
 
     def start(self) -> None:
         """Connect in the background (idempotent)."""
@@ -62,6 +94,14 @@ class StatusPublisher:
         """Queue one status (retained, QoS 1)."""
         if self._client is None:
             self.start()
+        self.published += 1
+        self._refused.pop(status.request_id, None)  # replaced: never re-send the older one
+        if not self._queue(status):
+            _log.warning("mqtt would not queue a status", extra={"request_id": status.request_id})
+            self._refused[status.request_id] = status
+
+    def _queue(self, status: RequestStatus) -> bool:
+        """Hand one status to paho; False when paho refused to queue it."""
         assert self._client is not None
         info = self._client.publish(
             topics.request_status_topic(status.request_id),
@@ -69,11 +109,45 @@ class StatusPublisher:
             qos=1,
             retain=True,
         )
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            _log.warning(
-                "mqtt publish failed rc=%s", info.rc, extra={"request_id": status.request_id}
-            )
-        self.published += 1
+        if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            self._unacked.append(info)
+            self._queued += 1
+            self._prune()
+            return True
+        return False
+
+    def _prune(self) -> None:
+        """Forget the acknowledged statuses at the head of the queue."""
+        while self._unacked and _acknowledged(self._unacked[0]):
+            self._unacked.popleft()
+            self._acked += 1
+
+    @property
+    def unacknowledged(self) -> int:
+        """Statuses queued or refused whose delivery the broker has not acknowledged yet."""
+        return len(self._unacked) + len(self._refused)
+
+    async def delivered(self, timeout_s: float) -> bool:
+        """Whether every status published before this call reached the broker.
+
+        Waits up to ``timeout_s`` for the broker's acknowledgements, on the event loop (the
+        processors go on meanwhile). Statuses paho refused to queue are queued again, and
+        waited for too.
+        """
+        target = self._queued
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for request_id, status in list(self._refused.items()):
+                if not self._queue(status):
+                    break
+                del self._refused[request_id]
+                target = self._queued  # queued only now: it was published before the call
+            self._prune()
+            if not self._refused and self._acked >= target:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_POLL_S)
 
     def stop(self) -> None:
         """Disconnect and stop the network thread."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from types import SimpleNamespace
 
 import pytest
 from faust.transport.consumer import Consumer
@@ -113,3 +114,75 @@ def test_a_partition_revoked_before_its_seek_does_not_stop_the_repair(monkeypatc
     c.seek = seek  # type: ignore[method-assign]
     asyncio.run(offsets._repair(c, 0.0))
     assert c.seeks == [(other, 5)]
+
+
+
+class Committing:
+    """What Faust's ``_commit_offsets`` uses of its consumer, with the commits recorded."""
+
+    def __init__(self) -> None:
+        self.committed: list[dict[TP, int]] = []
+        self._committed_offset: dict[TP, int] = {}
+        self.in_transaction = False
+        self.should_stop = False
+        self.log = SimpleNamespace(dev=lambda *a, **k: None, info=lambda *a, **k: None)
+
+        async def flush() -> None:
+            return None
+
+        self.app = SimpleNamespace(
+            producer=SimpleNamespace(flush=flush),
+            tables=SimpleNamespace(on_commit=lambda offsets: None),
+            monitor=SimpleNamespace(on_tp_commit=lambda offsets: None),
+            rebalancing=False,
+        )
+
+    def assignment(self) -> set[TP]:
+        return {RAW}
+
+    async def _commit(self, offsets: dict[TP, int]) -> bool:
+        self.committed.append(dict(offsets))
+        return True
+
+
+@pytest.fixture
+def barriers():
+    before = list(offsets._barriers)
+    offsets._barriers.clear()
+    yield offsets._barriers
+    offsets._barriers[:] = before
+
+
+def test_a_commit_waits_until_every_barrier_lets_it_through(barriers):
+    answers = [False, False, True]
+    calls = []
+
+    async def barrier() -> bool:
+        calls.append(1)
+        return answers[len(calls) - 1]
+
+    offsets.add_commit_barrier(barrier)
+    offsets.add_commit_barrier(barrier)  # once only
+    c = Committing()
+    assert asyncio.run(Consumer._commit_offsets(c, {RAW: 5}))
+    assert c.committed == [{RAW: 5}] and c._committed_offset == {RAW: 5}
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("leaving", ["stopping", "rebalancing"])
+def test_a_worker_giving_its_partitions_up_drops_a_held_commit(barriers, leaving):
+    async def barrier() -> bool:
+        return False
+
+    offsets.add_commit_barrier(barrier)
+    c = Committing()
+    c.should_stop = leaving == "stopping"
+    c.app.rebalancing = leaving == "rebalancing"
+    assert not asyncio.run(Consumer._commit_offsets(c, {RAW: 5}))
+    assert c.committed == [] and c._committed_offset == {}
+
+
+def test_without_barriers_offsets_are_committed_as_faust_would(barriers):
+    c = Committing()
+    assert asyncio.run(Consumer._commit_offsets(c, {RAW: 3}))
+    assert c.committed == [{RAW: 3}]
