@@ -102,7 +102,8 @@ class StreamsSettings(BaseModel):
     index_refresh_s: float = Field(60.0, gt=0)
     publish_request_status: bool = True
     # Offsets are committed only once MQTT acknowledged the request statuses published
-    # before: a commit waits this long for that, then is skipped (streams.offsets).
+    # before: a commit waits for that this long at a time, again until it happens, or
+    # until the worker stops or gives its partitions up (streams.offsets).
     status_ack_wait_s: float = Field(5.0, gt=0)
     store: str = "rocksdb://"
     app_id: str = "cityfix-streams"

@@ -334,6 +334,11 @@ class Sink:
             self._publisher.start()
         self._publisher.publish(status)
 
+    def forget_refused_statuses(self) -> None:
+        """Drop statuses paho would not queue: another worker may own them from now on."""
+        if self._publisher is not None:
+            self._publisher.forget_refused()
+
     async def statuses_delivered(self) -> bool:
         """Commit barrier: whether the broker acknowledged every status queued so far.
 
@@ -425,7 +430,8 @@ DROPPED = Counter("cityfix_streams_cell_dropped_total", "Cell messages that fail
 _HELD_LOG_EVERY_S = 60.0
 COMMITS_HELD = Counter(
     "cityfix_streams_commits_held_total",
-    "Offset commits skipped because request statuses were not yet acknowledged by MQTT",
+    "Waits of an offset commit (streams.status_ack_wait_s each) in which MQTT did not "
+    "acknowledge every request status published before it",
 )
 
 sink = Sink()
@@ -794,6 +800,9 @@ def _incidents_written(records: list[tuple[bytes, bytes | None, Any]]) -> None:
 async def _incidents_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
     """Before Faust lets go of the revoked partitions' databases."""
     open_incidents.revoked()
+    # Their records are read again by their next owner from the offsets committed before
+    # (commits wait for statuses, streams.offsets), which publishes those statuses anew.
+    sink.forget_refused_statuses()
 
 
 @incidents_table.on_recover

@@ -307,9 +307,11 @@ class Engine:
             return
         if any(e.id == obs.evidence_id for e in inc.evidence):
             # A replay: publish the current state again (same version) in case the first
-            # record was lost with the crash; consumers keep the latest per id.
+            # record was lost with the crash; consumers keep the latest per id. Every
+            # report's status too: the first time may have changed the incident's status
+            # (a reopen), which tells all of them.
             out.incidents.append(inc)
-            out.statuses.extend(self._statuses(inc, {obs.evidence_id}))
+            out.statuses.extend(self._statuses(inc, None))
             return
         new = self._add_evidence(inc, [_evidence(obs)])
         new = lifecycle.on_evidence(new, _ts(obs.at_s), self.settings.reopen_window_s)
@@ -371,7 +373,11 @@ class Engine:
         have = {e.id for e in inc.evidence}
         evidence = [Evidence.model_validate(e) for e in msg["evidence"] if e["id"] not in have]
         if not evidence:
-            out.incidents.append(inc)  # a replay: as in _duplicate
+            # A replay, as in _duplicate: the state again, and the merged reports' statuses,
+            # which may have been lost with the crash.
+            out.incidents.append(inc)
+            absorbed = [Evidence.model_validate(e) for e in msg["evidence"]]
+            out.statuses.extend(self._merged_statuses(inc, msg["from"], absorbed, inc.updated_at))
             return
         now = self.clock.now()
         new = self._add_evidence(inc, evidence)
@@ -389,17 +395,25 @@ class Engine:
         )
         new = self._rescore(new)
         self._commit(key, inc, new, out, statuses_for=[])
-        for e in evidence:
-            if e.kind == EvidenceKind.REPORT:
-                out.statuses.append(
-                    RequestStatus(
-                        request_id=e.id,
-                        status=new.status,
-                        incident_id=msg["from"],
-                        merged_into=new.incident_id,
-                        at=now,
-                    )
-                )
+        out.statuses.extend(self._merged_statuses(new, msg["from"], evidence, now))
+
+    def _merged_statuses(
+        self, winner: Incident, loser_id: str, evidence: list[Evidence], at: datetime
+    ) -> list[RequestStatus]:
+        """The statuses of reports ``winner`` took over from ``loser_id``."""
+        if not self.settings.publish_request_status:
+            return []
+        return [
+            RequestStatus(
+                request_id=e.id,
+                status=winner.status,
+                incident_id=loser_id,
+                merged_into=winner.incident_id,
+                at=at,
+            )
+            for e in evidence
+            if e.kind == EvidenceKind.REPORT
+        ]
 
     def _on_assign(self, key: str, msg: Msg, out: Outputs) -> None:
         self._lifecycle(

@@ -25,10 +25,12 @@ no longer counted as done before a stream has acknowledged it.
 Commit barriers (``add_commit_barrier``) hold commits back behind outputs that do not go
 through Kafka's producer, which Faust flushes before every commit by itself: each barrier
 is awaited before offsets are committed, again and again while one says no (each waits a
-while itself), and the records keep being processed meanwhile; the offsets Faust has
-taken off its list for this commit are committed once all agree. Only a worker that is
-stopping, or giving its partitions up to a rebalance, drops the commit: the records are
-then read again from the offsets committed before, by whichever worker gets them.
+while itself); the offsets Faust has taken off its list for this commit are committed
+once all agree. Records are processed meanwhile until Faust's consumer, past
+``broker_commit_every`` records since its last commit, waits for the commit before it
+fetches more. Only a worker that is stopping, or giving its partitions up to a
+rebalance, drops the commit: the records are then read again from the offsets committed
+before, by whichever worker gets them.
 """
 
 from __future__ import annotations
@@ -76,14 +78,14 @@ def install(app: faust.App, contiguous_topics: Iterable[str], hole_repair_s: flo
     async def _commit_offsets(
         self: Consumer, offsets: Mapping[TP, int], start_new_transaction: bool = True
     ) -> bool:
-        while not await barriers_pass():
-            if self.should_stop or self.app.rebalancing:
-                # Its partitions are leaving this worker: whoever reads them next starts
-                # from the offsets committed before, so nothing is skipped.
-                return False
-        return await original_commit_offsets(  # type: ignore[no-any-return]
-            self, offsets, start_new_transaction=start_new_transaction
-        )
+        while not _leaving(self):
+            if await barriers_pass():
+                return await original_commit_offsets(  # type: ignore[no-any-return]
+                    self, offsets, start_new_transaction=start_new_transaction
+                )
+        # The partitions are leaving this worker: whoever reads them next starts from the
+        # offsets committed before, so nothing is skipped.
+        return False
 
     Consumer._add_gap = _add_gap  # type: ignore[method-assign]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
@@ -95,6 +97,17 @@ def install(app: faust.App, contiguous_topics: Iterable[str], hole_repair_s: flo
             _stalled_since.clear()
             return
         await _repair(app.consumer, hole_repair_s)
+
+
+def _leaving(consumer: Any) -> bool:
+    """Whether the worker is stopping or its partitions are being revoked.
+
+    Faust commits while it stops (``App.on_stop`` waits for the streams before the
+    consumer itself is told to stop, so the app's flag is the one set by then) and when a
+    rebalance revokes partitions (``rebalancing`` is set as revocation starts).
+    """
+    app = consumer.app
+    return bool(consumer.should_stop or app.should_stop or app.rebalancing)
 
 
 def add_commit_barrier(barrier: Callable[[], Awaitable[bool]]) -> None:

@@ -11,7 +11,8 @@ they are never read again, so a status still queued in this process when it dies
 be lost for good. ``delivered`` is the worker's commit barrier (``streams.offsets``): it
 says whether the broker has acknowledged every status queued before it was called, so
 offsets are committed only behind delivered statuses, and after a crash the records are
-read again and their statuses published again (retained, so a repeat is harmless).
+read again and their statuses published again (retained: the repeat is the state the
+worker holds then).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ class StatusPublisher:
         self._unacked: collections.deque[mqtt.MQTTMessageInfo] = collections.deque()
         self._queued = 0
         self._acked = 0
-        # The latest status of each request paho would not queue (all its 65,535 message
-        # ids in use): queued again by ``delivered`` unless a later status replaced it.
+        # The latest status of each request paho would not queue (the next message id still
+        # taken by an unacknowledged message, with tens of thousands queued): queued again
+        # by ``delivered`` unless a later status replaced it.
         self._refused: dict[str, RequestStatus] = {}
 
     def start(self) -> None:
@@ -96,12 +98,12 @@ class StatusPublisher:
             self.start()
         self.published += 1
         self._refused.pop(status.request_id, None)  # replaced: never re-send the older one
-        if not self._queue(status):
+        if self._queue(status) is None:
             _log.warning("mqtt would not queue a status", extra={"request_id": status.request_id})
             self._refused[status.request_id] = status
 
-    def _queue(self, status: RequestStatus) -> bool:
-        """Hand one status to paho; False when paho refused to queue it."""
+    def _queue(self, status: RequestStatus) -> mqtt.MQTTMessageInfo | None:
+        """Hand one status to paho; None when paho refused to queue it."""
         assert self._client is not None
         info = self._client.publish(
             topics.request_status_topic(status.request_id),
@@ -113,8 +115,8 @@ class StatusPublisher:
             self._unacked.append(info)
             self._queued += 1
             self._prune()
-            return True
-        return False
+            return info
+        return None
 
     def _prune(self) -> None:
         """Forget the acknowledged statuses at the head of the queue."""
@@ -135,19 +137,29 @@ class StatusPublisher:
         waited for too.
         """
         target = self._queued
+        requeued: list[mqtt.MQTTMessageInfo] = []
         deadline = time.monotonic() + timeout_s
         while True:
             for request_id, status in list(self._refused.items()):
-                if not self._queue(status):
+                info = self._queue(status)
+                if info is None:
                     break
                 del self._refused[request_id]
-                target = self._queued  # queued only now: it was published before the call
+                requeued.append(info)
             self._prune()
-            if not self._refused and self._acked >= target:
+            if (
+                not self._refused
+                and self._acked >= target
+                and all(_acknowledged(i) for i in requeued)
+            ):
                 return True
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(_POLL_S)
+
+    def forget_refused(self) -> None:
+        """Never queue again the statuses paho refused (their records are read again)."""
+        self._refused.clear()
 
     def stop(self) -> None:
         """Disconnect and stop the network thread."""

@@ -394,3 +394,53 @@ def test_a_replayed_crew_status_publishes_the_state_again(ags, quick, sites):
     assert len(quick.published) == n_published + 1 and len(quick.statuses) > n_statuses
     again = quick.published[-1]
     assert again.status == S.EN_ROUTE and again.version == first.version
+
+
+def test_a_replayed_report_that_reopened_its_incident_tells_every_report_again(
+    ags, inline, sites
+):
+    # After a crash the table can hold the reopen while the statuses it caused never left:
+    # the replay of the report that reopened it must tell the first reporter too.
+    edge, mid = sites[5]
+    now = datetime.now(UTC)
+    first = report_raw(*point_along(ags, edge, mid), at=now - timedelta(days=1))
+    inline.feed([first])
+    [inc] = inline.active()
+    inline.assignment("crew-7", [inc.incident_id], (now - timedelta(hours=20)).timestamp())
+    _crew(inline, inc.incident_id, "completed", now - timedelta(hours=10))
+    second = report_raw(*point_along(ags, edge, mid + 2), at=now - timedelta(hours=1))
+    inline.feed([second])
+    assert inline.incidents[inc.incident_id].status == S.REOPENED
+    inline.statuses.clear()
+
+    inline.feed([second])
+
+    told = {s.request_id: s for s in inline.statuses}
+    assert set(told) == {e.id for e in inline.incidents[inc.incident_id].evidence}
+    assert len(told) == 2 and {s.status for s in told.values()} == {S.REOPENED}
+
+
+def test_a_replayed_merge_tells_the_merged_reports_again(ags, inline, sites):
+    (ea, ma), (eb, mb) = sites[7], sites[8]
+    inline.feed([report_raw(*point_along(ags, ea, ma), at=later(0))])
+    inline.feed([report_raw(*point_along(ags, eb, mb), at=later(1))])
+    target, dup = inline.active()
+    _command(
+        inline, kind="mark_duplicate", incident_id=dup.incident_id, duplicate_of=target.incident_id
+    )
+    merged = {s.request_id: s for s in inline.statuses if s.merged_into}
+    assert set(merged) == {e.id for e in dup.evidence}
+    inline.statuses.clear()
+
+    _command(
+        inline, kind="mark_duplicate", incident_id=dup.incident_id, duplicate_of=target.incident_id
+    )
+
+    again = {s.request_id: s for s in inline.statuses}
+    assert set(again) == set(merged)
+    for rid, st in again.items():
+        assert (st.status, st.incident_id, st.merged_into) == (
+            merged[rid].status,
+            dup.incident_id,
+            target.incident_id,
+        )

@@ -135,6 +135,7 @@ class Committing:
             tables=SimpleNamespace(on_commit=lambda offsets: None),
             monitor=SimpleNamespace(on_tp_commit=lambda offsets: None),
             rebalancing=False,
+            should_stop=False,
         )
 
     def assignment(self) -> set[TP]:
@@ -169,17 +170,23 @@ def test_a_commit_waits_until_every_barrier_lets_it_through(barriers):
     assert len(calls) == 3
 
 
-@pytest.mark.parametrize("leaving", ["stopping", "rebalancing"])
+@pytest.mark.parametrize("leaving", ["consumer stopping", "app stopping", "rebalancing"])
 def test_a_worker_giving_its_partitions_up_drops_a_held_commit(barriers, leaving):
+    c = Committing()
+    calls = []
+
     async def barrier() -> bool:
+        calls.append(1)
+        if len(calls) == 2:  # the worker starts leaving while the commit is held
+            c.should_stop = leaving == "consumer stopping"
+            c.app.should_stop = leaving == "app stopping"
+            c.app.rebalancing = leaving == "rebalancing"
         return False
 
     offsets.add_commit_barrier(barrier)
-    c = Committing()
-    c.should_stop = leaving == "stopping"
-    c.app.rebalancing = leaving == "rebalancing"
     assert not asyncio.run(Consumer._commit_offsets(c, {RAW: 5}))
     assert c.committed == [] and c._committed_offset == {}
+    assert len(calls) == 2
 
 
 def test_without_barriers_offsets_are_committed_as_faust_would(barriers):

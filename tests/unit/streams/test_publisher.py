@@ -126,3 +126,12 @@ def test_a_refused_status_replaced_by_a_later_one_is_never_sent_again(pub, paho)
     paho.ack(1)
     assert asyncio.run(pub.delivered(0.0))
     assert len(paho.sent) == 2  # the refused "open" would overwrite the retained "assigned"
+
+
+def test_refused_statuses_are_forgotten_when_their_partitions_go(pub, paho):
+    paho.refuse = True
+    pub.publish(status("r1"))
+    pub.forget_refused()  # revoked: the next owner reads the records again
+    paho.refuse = False
+    assert asyncio.run(pub.delivered(0.0))
+    assert len(paho.sent) == 1
