@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
-from datetime import UTC, datetime
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -17,6 +15,7 @@ import geo
 from core import topics
 from core.kafka import skip_to_end
 from core.settings import GeoSettings, Settings
+from tests import factories
 from tests.integration.ingest.helpers import free_port
 from tests.integration.streams.test_worker import (
     APP_PREFIX,
@@ -51,20 +50,13 @@ def test_statuses_the_broker_never_acknowledged_are_published_by_the_next_worker
     graph = geo.load_city(
         GeoSettings(city="aguascalientes", osm_dir=DATA, cache_dir=settings.geo.cache_dir)
     )
-    docs = []
-    for edge, along in fault_sites(graph, FAULTS, min_gap_m=120.0):
-        lat, lon = point_along(graph, edge, along)
-        docs.append(
-            {
-                "v": 1,
-                "report_id": str(uuid.uuid4()),
-                "category": "pothole",
-                "lat": lat,
-                "lon": lon,
-                "reported_at": datetime.now(UTC).isoformat(),
-                "client_id": f"itest-status-{uid}",
-            }
+    docs = [
+        factories.report(lat=lat, lon=lon, client_id=f"itest-status-{uid}")
+        for lat, lon in (
+            point_along(graph, edge, along)
+            for edge, along in fault_sites(graph, FAULTS, min_gap_m=120.0)
         )
+    ]
     ids = {d["report_id"] for d in docs}
     app_id = APP_PREFIX + uid
     asyncio.run(skip_to_end(settings.kafka.bootstrap, app_id))

@@ -319,9 +319,12 @@ def test_a_replayed_first_report_does_not_reopen_its_merged_incident(ags, inline
     assert {e.id for e in inline.incidents[target.incident_id].evidence} >= {dup.evidence[0].id}
 
 
-def test_a_replayed_merge_publishes_both_incidents_again(ags, inline, sites):
-    """The records of a merge can be lost in a crash after the tables kept it: replaying
-    the merge must publish the duplicate and the survivor again, unchanged."""
+def test_a_replayed_merge_publishes_both_incidents_and_the_merged_statuses_again(
+    ags, inline, sites
+):
+    """The records and statuses of a merge can be lost in a crash after the tables kept it:
+    replaying the merge must publish the duplicate and the survivor again, unchanged, and
+    tell the merged reports again."""
     (ea, ma), (eb, mb) = sites[7], sites[8]
     inline.feed([report_raw(*point_along(ags, ea, ma), at=later(0))])
     inline.feed([report_raw(*point_along(ags, eb, mb), at=later(1))])
@@ -330,7 +333,10 @@ def test_a_replayed_merge_publishes_both_incidents_again(ags, inline, sites):
         inline, kind="mark_duplicate", incident_id=dup.incident_id, duplicate_of=target.incident_id
     )
     merged = dict(inline.incidents)
+    told = {s.request_id: s for s in inline.statuses if s.merged_into}
+    assert set(told) == {e.id for e in dup.evidence}
     inline.published.clear()
+    inline.statuses.clear()
 
     _command(
         inline, kind="mark_duplicate", incident_id=dup.incident_id, duplicate_of=target.incident_id
@@ -339,6 +345,15 @@ def test_a_replayed_merge_publishes_both_incidents_again(ags, inline, sites):
     again = {i.incident_id: i for i in inline.published}
     assert again[dup.incident_id] == merged[dup.incident_id]
     assert again[target.incident_id] == merged[target.incident_id]
+    # ... and tells the merged reports again, as the first time did.
+    retold = {s.request_id: s for s in inline.statuses}
+    assert set(retold) == set(told)
+    for rid, st in retold.items():
+        assert (st.status, st.incident_id, st.merged_into) == (
+            told[rid].status,
+            dup.incident_id,
+            target.incident_id,
+        )
 
 
 def test_aging_ticks_due_incidents_and_passes_over_finished_ones(ags, quick, sites):
@@ -418,29 +433,3 @@ def test_a_replayed_report_that_reopened_its_incident_tells_every_report_again(
     told = {s.request_id: s for s in inline.statuses}
     assert set(told) == {e.id for e in inline.incidents[inc.incident_id].evidence}
     assert len(told) == 2 and {s.status for s in told.values()} == {S.REOPENED}
-
-
-def test_a_replayed_merge_tells_the_merged_reports_again(ags, inline, sites):
-    (ea, ma), (eb, mb) = sites[7], sites[8]
-    inline.feed([report_raw(*point_along(ags, ea, ma), at=later(0))])
-    inline.feed([report_raw(*point_along(ags, eb, mb), at=later(1))])
-    target, dup = inline.active()
-    _command(
-        inline, kind="mark_duplicate", incident_id=dup.incident_id, duplicate_of=target.incident_id
-    )
-    merged = {s.request_id: s for s in inline.statuses if s.merged_into}
-    assert set(merged) == {e.id for e in dup.evidence}
-    inline.statuses.clear()
-
-    _command(
-        inline, kind="mark_duplicate", incident_id=dup.incident_id, duplicate_of=target.incident_id
-    )
-
-    again = {s.request_id: s for s in inline.statuses}
-    assert set(again) == set(merged)
-    for rid, st in again.items():
-        assert (st.status, st.incident_id, st.merged_into) == (
-            merged[rid].status,
-            dup.incident_id,
-            target.incident_id,
-        )

@@ -116,7 +116,6 @@ def test_a_partition_revoked_before_its_seek_does_not_stop_the_repair(monkeypatc
     assert c.seeks == [(other, 5)]
 
 
-
 class Committing:
     """What Faust's ``_commit_offsets`` uses of its consumer, with the commits recorded."""
 
