@@ -14,6 +14,12 @@ a ``Record`` for its raw Kafka topic or a ``Rejected`` carrying the ``DeadLetter
 
 Records are keyed by the source (client, device or crew id) so each source's messages stay
 in order within its partition.
+
+A device's offline status is its MQTT last will: the device writes it when it connects,
+and the broker sends it when the connection dies, so its ``at`` is the connect time. The
+bridge stamps an offline status with the time it received it when that is later: the
+moment the city learned the device was gone, instead of a time before it last said it
+was online.
 """
 
 from __future__ import annotations
@@ -123,7 +129,7 @@ def route(
     except InvalidMessage as exc:
         return reject(UNKNOWN_TOPIC, exc, topic, payload, kind, max_payload_bytes, received_at)
     try:
-        return _accept(inbound, payload, max_payload_bytes)
+        return _accept(inbound, payload, max_payload_bytes, received_at)
     except PayloadTooLarge as exc:
         cls = TOO_LARGE
         err: InvalidMessage = exc
@@ -140,7 +146,9 @@ class _MalformedJson(InvalidMessage):
     pass
 
 
-def _accept(inbound: topics.InboundTopic, payload: bytes, max_payload_bytes: int) -> Record:
+def _accept(
+    inbound: topics.InboundTopic, payload: bytes, max_payload_bytes: int, received_at: datetime
+) -> Record:
     size = len(payload)
     if size > max_payload_bytes:
         raise PayloadTooLarge(f"{size} bytes, over the limit of {max_payload_bytes}", "payload")
@@ -161,6 +169,8 @@ def _accept(inbound: topics.InboundTopic, payload: bytes, max_payload_bytes: int
     claimed = getattr(msg, r.id_field)
     if claimed != inbound.identity:
         raise _mismatch(r.id_field, claimed, inbound.identity)
+    if isinstance(msg, DeviceStatus) and not msg.online and msg.at < received_at:
+        msg = msg.model_copy(update={"at": received_at})  # a last will (module docstring)
     return Record(r.kafka_topic, inbound.identity.encode(), dumps(msg), str(inbound.kind))
 
 

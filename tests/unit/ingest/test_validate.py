@@ -81,6 +81,29 @@ def test_device_status_records_carry_online():
     assert parse(DeviceStatus, out.value).online is False
 
 
+def test_an_offline_status_written_at_connect_time_is_stamped_when_received():
+    # A last will: written when the device connected, sent by the broker when it died.
+    connected = "2025-03-01T08:00:00+00:00"
+    out = _route(
+        "cityfix/v1/sensors/s1/status", factories.device_status("s1", online=False, at=connected)
+    )
+    assert isinstance(out, Record)
+    assert parse(DeviceStatus, out.value).at == NOW
+
+
+@pytest.mark.parametrize(
+    ("online", "at"),
+    [(True, "2025-03-01T08:00:00+00:00"), (False, "2025-03-01T12:00:01+00:00")],
+)
+def test_online_statuses_and_offline_ones_not_older_than_their_receipt_keep_their_time(
+    online, at
+):
+    doc = factories.device_status("s1", online=online, at=at)
+    out = _route("cityfix/v1/sensors/s1/status", doc)
+    assert isinstance(out, Record)
+    assert parse(DeviceStatus, out.value).at == datetime.fromisoformat(at)
+
+
 @pytest.mark.parametrize(
     ("topic", "doc", "field"),
     [
