@@ -423,10 +423,15 @@ class Dispatcher:
         for note in outcome.notes:
             log.debug("draft note: %s", note)
         first = self.runs == 0
+        # A crew that went off duty while the solver worked is not sent this plan (an empty
+        # one if it had stops): the status that took it off has asked for the next plan,
+        # which gives its jobs to others.
+        gone = {c for c in outcome.assignments if self.world.off_duty(c)}
         changed = [
             a
             for crew_id, a in outcome.assignments.items()
-            if first or not world.same_stops(self.published.get(crew_id), a)
+            if crew_id not in gone
+            and (first or not world.same_stops(self.published.get(crew_id), a))
         ]
         # Crews this world knows and left out (off shift, stood down, shift over) get an
         # empty plan; crews outside this city's graph belong to another dispatcher, unless
@@ -436,9 +441,15 @@ class Dispatcher:
         planned = set(outcome.crew_ids)
         taken = {s.incident_id for a in outcome.assignments.values() for s in a.stops}
         for crew_id, old in sorted(self.published.items()):
-            if not old.stops or crew_id in planned or crew_id not in self.world.crews:
+            if not old.stops or crew_id not in self.world.crews:
                 continue
-            if crew_id in drafted and taken.isdisjoint(s.incident_id for s in old.stops):
+            if crew_id in planned and crew_id not in gone:
+                continue
+            if (
+                crew_id in drafted
+                and crew_id not in gone
+                and taken.isdisjoint(s.incident_id for s in old.stops)
+            ):
                 continue
             where = self.world.crew_position(crew_id)
             lonlat = (where[1], where[0]) if where else old.route.coordinates[0]

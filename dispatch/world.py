@@ -347,6 +347,17 @@ class World:
             return "crew" if view.stood_down != before else None
         return None
 
+    def off_duty(self, crew_id: str) -> bool:
+        """Whether a known crew cannot be given work now.
+
+        Its last status is unavailable or off shift, or a dispatcher stood it down.
+        """
+        view = self.crews.get(crew_id)
+        if view is None:
+            return False
+        st = view.status
+        return (st is not None and st.status in _OFF_DUTY) or view.stood_down
+
     def crew_position(self, crew_id: str) -> tuple[float, float] | None:
         """The crew's last known (lat, lon)."""
         view = self.crews.get(crew_id)

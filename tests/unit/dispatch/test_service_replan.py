@@ -29,6 +29,7 @@ from tests.unit.dispatch.test_world import (
     crew,
     incident,
     position,
+    status,
 )
 
 
@@ -143,3 +144,28 @@ async def test_the_run_record_counts_every_job_and_every_one_left_out(
 
     [run] = producer.runs
     assert (run.jobs, run.crews, run.unassigned) == (2, 1, 1)
+
+
+async def test_a_crew_that_goes_off_shift_during_the_solve_is_not_sent_its_plan(
+    ags: geo.RoadGraph,
+) -> None:
+    w = World()
+    w.apply_incident(incident("hole", CENTRE))
+    crew(w, "c1", WEST)
+    d = dispatcher(ags, w)
+    await d._replan("start")
+    assert stops(d.published["c1"]) == ["hole"]
+    w.apply_incident(incident("leak", WEST))
+    solve = d._in_worker
+
+    async def off_shift_meanwhile(fn: Any, draft: Any, *args: Any) -> Any:
+        outcome = await solve(fn, draft, *args)  # planned with c1 on shift
+        w.apply_crew_status(status("c1", "off_shift", at=NOW))
+        return outcome
+
+    d._in_worker = off_shift_meanwhile  # type: ignore[method-assign]
+    await d._replan("incident")
+
+    sent = d._mqtt.plans[-1]  # type: ignore[attr-defined]
+    assert sent.crew_id == "c1" and stops(sent) == [], "its stops are taken back"
+    assert stops(d.published["c1"]) == []
