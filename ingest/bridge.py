@@ -83,11 +83,18 @@ class _Item:
         "reason_class",
         "record",
         "sent_at",
+        "seq",
     )
 
     def __init__(
-        self, msg: mqtt.MQTTMessage, topic: str, generation: int, outcome: Record | Rejected
+        self,
+        msg: mqtt.MQTTMessage,
+        topic: str,
+        generation: int,
+        outcome: Record | Rejected,
+        seq: int = 0,
     ) -> None:
+        self.seq = seq  # the order of receipt
         self.mid = msg.mid
         self.qos = msg.qos
         self.mqtt_topic = topic
@@ -152,6 +159,8 @@ class Bridge:
         self._generation = 0
         self._outstanding = 0
         self._retrying = 0
+        self._retry: list[_Item] = []  # failed records waiting for their retry
+        self._received = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
@@ -318,7 +327,8 @@ class Bridge:
         )
         self.metrics.received.labels(outcome.kind).inc()
         self.metrics.inflight.inc()
-        self._inbox.append(_Item(msg, topic, self._generation, outcome))
+        self._received += 1
+        self._inbox.append(_Item(msg, topic, self._generation, outcome, self._received))
         if not self._wake_pending:
             self._wake_pending = True
             assert self._loop is not None and self._wake is not None
@@ -332,7 +342,10 @@ class Bridge:
             await self._wake.wait()
             self._wake.clear()
             self._wake_pending = False
-            while self._inbox:
+            # While a failed record waits for its retry nothing else is sent: a source's
+            # records reach Kafka in the order they came (records already handed to the
+            # producer can still land before it).
+            while self._inbox and not self._retrying:
                 await self._send(self._inbox.popleft())
 
     async def _send(self, item: _Item) -> None:
@@ -390,7 +403,7 @@ class Bridge:
             )
             item.record = rejected.record()
             item.reason_class = rejected.reason_class
-            self._requeue(item, counted=False)
+            self._requeue(item)
             return
         log.warning(
             "kafka produce failed; retrying",
@@ -398,12 +411,21 @@ class Bridge:
         )
         self.metrics.produce_retries.inc()
         self._retrying += 1
+        self._retry.append(item)
         assert self._loop is not None
-        self._loop.call_later(_RETRY_DELAY_S, self._requeue, item)
+        self._loop.call_later(_RETRY_DELAY_S, self._retry_due)
 
-    def _requeue(self, item: _Item, counted: bool = True) -> None:
-        if counted:
-            self._retrying -= 1
+    def _retry_due(self) -> None:
+        """Once every failed record's delay is over, put them back ahead, in receipt order."""
+        self._retrying -= 1
+        if self._retrying:
+            return
+        items, self._retry = sorted(self._retry, key=lambda i: i.seq), []
+        self._inbox.extendleft(reversed(items))
+        assert self._wake is not None
+        self._wake.set()
+
+    def _requeue(self, item: _Item) -> None:
         self._inbox.appendleft(item)
         assert self._wake is not None
         self._wake.set()
