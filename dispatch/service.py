@@ -439,7 +439,12 @@ class Dispatcher:
         # the graph): a job is never on two crews' plans.
         drafted = {c.crew_id for c in draft.crews}
         planned = set(outcome.crew_ids)
-        taken = {s.incident_id for a in outcome.assignments.values() for s in a.stops}
+        taken = {
+            s.incident_id
+            for crew_id, a in outcome.assignments.items()
+            if crew_id not in gone
+            for s in a.stops
+        }
         for crew_id, old in sorted(self.published.items()):
             if not old.stops or crew_id not in self.world.crews:
                 continue

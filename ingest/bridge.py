@@ -159,7 +159,11 @@ class Bridge:
         self._generation = 0
         self._outstanding = 0
         self._retrying = 0
-        self._retry: list[_Item] = []  # failed records waiting for their retry
+        # Per source (record key): failed records waiting for their retry, and the records
+        # received after them, held back until those go again (``_pump``).
+        self._retry: dict[bytes, list[_Item]] = {}
+        self._due: dict[bytes, int] = {}  # how many of those are due again
+        self._held: dict[bytes, list[_Item]] = {}
         self._received = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -245,7 +249,12 @@ class Bridge:
         if self._outstanding or self._inbox or self._retrying:
             log.warning(
                 "drain timed out; the rest stays unacknowledged and will be redelivered",
-                extra={"unsent": len(self._inbox) + self._outstanding + self._retrying},
+                extra={
+                    "unsent": len(self._inbox)
+                    + self._outstanding
+                    + sum(map(len, self._retry.values()))
+                    + sum(map(len, self._held.values()))
+                },
             )
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -342,11 +351,16 @@ class Bridge:
             await self._wake.wait()
             self._wake.clear()
             self._wake_pending = False
-            # While a failed record waits for its retry nothing else is sent: a source's
-            # records reach Kafka in the order they came (records already handed to the
-            # producer can still land before it).
-            while self._inbox and not self._retrying:
-                await self._send(self._inbox.popleft())
+            # While a failed record waits for its retry, the records of its source wait
+            # behind it: a source's records reach Kafka in the order they came (records
+            # already handed to the producer can still land before it). Other sources go on.
+            while self._inbox:
+                item = self._inbox.popleft()
+                key = item.record.key
+                if key in self._retry:
+                    self._held.setdefault(key, []).append(item)
+                else:
+                    await self._send(item)
 
     async def _send(self, item: _Item) -> None:
         assert self._producer is not None
@@ -411,16 +425,23 @@ class Bridge:
         )
         self.metrics.produce_retries.inc()
         self._retrying += 1
-        self._retry.append(item)
+        self._retry.setdefault(rec.key, []).append(item)
         assert self._loop is not None
-        self._loop.call_later(_RETRY_DELAY_S, self._retry_due)
+        self._loop.call_later(_RETRY_DELAY_S, self._retry_due, rec.key)
 
-    def _retry_due(self) -> None:
-        """Once every failed record's delay is over, put them back ahead, in receipt order."""
+    def _retry_due(self, key: bytes) -> None:
+        """One failed record's delay is over; once all of its source's are, they go first.
+
+        The source's failed records and those held behind them go back to the front of
+        the inbox in the order they were received.
+        """
         self._retrying -= 1
-        if self._retrying:
+        waiting = self._retry[key]
+        self._due[key] = self._due.get(key, 0) + 1
+        if self._due[key] < len(waiting):
             return
-        items, self._retry = sorted(self._retry, key=lambda i: i.seq), []
+        del self._due[key], self._retry[key]
+        items = sorted([*waiting, *self._held.pop(key, [])], key=lambda i: i.seq)
         self._inbox.extendleft(reversed(items))
         assert self._wake is not None
         self._wake.set()

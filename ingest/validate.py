@@ -19,7 +19,9 @@ A device's offline status is its MQTT last will: the device writes it when it co
 and the broker sends it when the connection dies, so its ``at`` is the connect time. The
 bridge stamps an offline status with the time it received it when that is later: the
 moment the city learned the device was gone, instead of a time before it last said it
-was online.
+was online. The price: a will the bridge receives late (a stopped bridge instance's
+queue, Kafka holding the broker back) after the device already reconnected sorts after
+its new "online" until the device next says it is online.
 """
 
 from __future__ import annotations

@@ -69,9 +69,9 @@ class Producer:
         return fut
 
 
-def telemetry(seq: int) -> mqtt.MQTTMessage:
-    msg = mqtt.MQTTMessage(seq, b"cityfix/v1/sensors/bus-17/telemetry")
-    msg.payload = json.dumps(factories.telemetry("bus-17", metrics={"seq": seq})).encode()
+def telemetry(seq: int, device: str = "bus-17") -> mqtt.MQTTMessage:
+    msg = mqtt.MQTTMessage(seq, f"cityfix/v1/sensors/{device}/telemetry".encode())
+    msg.payload = json.dumps(factories.telemetry(device, metrics={"seq": seq})).encode()
     msg.qos = 1
     return msg
 
@@ -120,3 +120,14 @@ async def test_records_whose_delivery_failed_come_back_in_the_order_received(pum
     bridge._on_message(bridge._client, None, telemetry(4))
     await _until(lambda: len(producer.landed) == 4)
     assert producer.landed == [1, 2, 3, 4]
+
+
+async def test_other_sources_go_on_while_one_waits_for_its_retry(pumped) -> None:
+    bridge, producer = pumped
+    producer.refuse_now = 1
+    bridge._on_message(bridge._client, None, telemetry(1))
+    bridge._on_message(bridge._client, None, telemetry(10, "bus-18"))
+    bridge._on_message(bridge._client, None, telemetry(2))
+    bridge._on_message(bridge._client, None, telemetry(11, "bus-18"))
+    await _until(lambda: len(producer.landed) == 4)
+    assert producer.landed == [10, 11, 1, 2]
