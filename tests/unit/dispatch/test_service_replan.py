@@ -79,15 +79,21 @@ def stops(a: Assignment | None) -> list[str]:
     return [s.incident_id for s in a.stops] if a else []
 
 
-async def test_a_crew_that_drove_off_the_map_loses_the_jobs_given_to_another(
-    ags: geo.RoadGraph,
-) -> None:
+async def _hole_planned_for_c1(ags: geo.RoadGraph) -> tuple[World, Dispatcher]:
+    """A world of one incident and one crew, after the first plan gave it to that crew."""
     w = World()
     w.apply_incident(incident("hole", CENTRE))
     crew(w, "c1", WEST)
     d = dispatcher(ags, w)
     await d._replan("start")
     assert stops(d.published["c1"]) == ["hole"]
+    return w, d
+
+
+async def test_a_crew_that_drove_off_the_map_loses_the_jobs_given_to_another(
+    ags: geo.RoadGraph,
+) -> None:
+    w, d = await _hole_planned_for_c1(ags)
 
     w.apply_crew_position(position("c1", FAR_AWAY))  # still on shift, no longer on the graph
     crew(w, "c2", WEST)
@@ -149,12 +155,7 @@ async def test_the_run_record_counts_every_job_and_every_one_left_out(
 async def test_a_crew_that_goes_off_shift_during_the_solve_is_not_sent_its_plan(
     ags: geo.RoadGraph,
 ) -> None:
-    w = World()
-    w.apply_incident(incident("hole", CENTRE))
-    crew(w, "c1", WEST)
-    d = dispatcher(ags, w)
-    await d._replan("start")
-    assert stops(d.published["c1"]) == ["hole"]
+    w, d = await _hole_planned_for_c1(ags)
     w.apply_incident(incident("leak", WEST))
     solve = d._in_worker
 
