@@ -28,9 +28,10 @@ is awaited before offsets are committed, again and again while one says no (each
 while itself); the offsets Faust has taken off its list for this commit are committed
 once all agree. Records are processed meanwhile until Faust's consumer, past
 ``broker_commit_every`` records since its last commit, waits for the commit before it
-fetches more. Only a worker that is stopping, or giving its partitions up to a
-rebalance, drops the commit: the records are then read again from the offsets committed
-before, by whichever worker gets them.
+fetches more. A worker that is stopping, or giving its partitions up to a rebalance,
+still commits if every barrier agrees at once, and otherwise drops the commit: the
+records are then read again from the offsets committed before, by whichever worker gets
+them.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from faust.types import TP
 _log = logging.getLogger(__name__)
 
 _contiguous: set[str] = set()
-_barriers: list[Callable[[], Awaitable[bool]]] = []
+_barriers: list[Callable[[bool], Awaitable[bool]]] = []
 _stalled_since: dict[TP, float] = {}
 _installed = False
 
@@ -78,14 +79,16 @@ def install(app: faust.App, contiguous_topics: Iterable[str], hole_repair_s: flo
     async def _commit_offsets(
         self: Consumer, offsets: Mapping[TP, int], start_new_transaction: bool = True
     ) -> bool:
-        while not _leaving(self):
-            if await barriers_pass():
+        while True:
+            leaving = _leaving(self)
+            if await barriers_pass(wait=not leaving):
                 return await original_commit_offsets(  # type: ignore[no-any-return]
                     self, offsets, start_new_transaction=start_new_transaction
                 )
-        # The partitions are leaving this worker: whoever reads them next starts from the
-        # offsets committed before, so nothing is skipped.
-        return False
+            if leaving:
+                # The partitions are leaving this worker: whoever reads them next starts
+                # from the offsets committed before, so nothing is skipped.
+                return False
 
     Consumer._add_gap = _add_gap  # type: ignore[method-assign]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
@@ -110,16 +113,19 @@ def _leaving(consumer: Any) -> bool:
     return bool(consumer.should_stop or app.should_stop or app.rebalancing)
 
 
-def add_commit_barrier(barrier: Callable[[], Awaitable[bool]]) -> None:
-    """Await ``barrier`` before every offset commit, until it says True."""
+def add_commit_barrier(barrier: Callable[[bool], Awaitable[bool]]) -> None:
+    """Await ``barrier(wait)`` before every offset commit, until it says True.
+
+    ``wait`` False (the worker is leaving): answer at once, without waiting for anything.
+    """
     if barrier not in _barriers:
         _barriers.append(barrier)
 
 
-async def barriers_pass() -> bool:
+async def barriers_pass(wait: bool = True) -> bool:
     """Whether every commit barrier lets offsets be committed now."""
     for barrier in _barriers:
-        if not await barrier():
+        if not await barrier(wait):
             return False
     return True
 
