@@ -339,18 +339,16 @@ class Sink:
         if self._publisher is not None:
             self._publisher.forget_refused()
 
-    async def statuses_delivered(self, wait: bool = True) -> bool:
+    async def statuses_delivered(self) -> bool:
         """Commit barrier: whether the broker acknowledged every status queued so far.
 
-        Waits up to ``streams.status_ack_wait_s`` (with ``wait``; else answers at once).
-        False holds the commit back, so the records behind an undelivered status are read
-        again, and the status published again, if the worker dies before the broker has
-        it (``streams.offsets``).
+        Waits up to ``streams.status_ack_wait_s``. False holds the commit back, so the
+        records behind an undelivered status are read again, and the status published
+        again, if the worker dies before the broker has it (``streams.offsets``).
         """
         if self._publisher is None:
             return True
-        timeout_s = settings().streams.status_ack_wait_s if wait else 0.0
-        if await self._publisher.delivered(timeout_s):
+        if await self._publisher.delivered(settings().streams.status_ack_wait_s):
             if self._held_since is not None:
                 _log.info(
                     "request statuses acknowledged again: offsets are committed",

@@ -29,9 +29,10 @@ while itself); the offsets Faust has taken off its list for this commit are comm
 once all agree. Records are processed meanwhile until Faust's consumer, past
 ``broker_commit_every`` records since its last commit, waits for the commit before it
 fetches more. A worker that is stopping, or giving its partitions up to a rebalance,
-still commits if every barrier agrees at once, and otherwise drops the commit: the
-records are then read again from the offsets committed before, by whichever worker gets
-them.
+commits as usual once every barrier agrees; only when one still says no after its wait
+does it drop the commit: the records are then read again from the offsets committed
+before, by whichever worker gets them. (Each barrier's wait is bounded, so a stop or a
+revocation waits at most that long per commit.)
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from faust.types import TP
 _log = logging.getLogger(__name__)
 
 _contiguous: set[str] = set()
-_barriers: list[Callable[[bool], Awaitable[bool]]] = []
+_barriers: list[Callable[[], Awaitable[bool]]] = []
 _stalled_since: dict[TP, float] = {}
 _installed = False
 
@@ -80,12 +81,11 @@ def install(app: faust.App, contiguous_topics: Iterable[str], hole_repair_s: flo
         self: Consumer, offsets: Mapping[TP, int], start_new_transaction: bool = True
     ) -> bool:
         while True:
-            leaving = _leaving(self)
-            if await barriers_pass(wait=not leaving):
+            if await barriers_pass():
                 return await original_commit_offsets(  # type: ignore[no-any-return]
                     self, offsets, start_new_transaction=start_new_transaction
                 )
-            if leaving:
+            if _leaving(self):
                 # The partitions are leaving this worker: whoever reads them next starts
                 # from the offsets committed before, so nothing is skipped.
                 return False
@@ -113,19 +113,16 @@ def _leaving(consumer: Any) -> bool:
     return bool(consumer.should_stop or app.should_stop or app.rebalancing)
 
 
-def add_commit_barrier(barrier: Callable[[bool], Awaitable[bool]]) -> None:
-    """Await ``barrier(wait)`` before every offset commit, until it says True.
-
-    ``wait`` False (the worker is leaving): answer at once, without waiting for anything.
-    """
+def add_commit_barrier(barrier: Callable[[], Awaitable[bool]]) -> None:
+    """Await ``barrier`` before every offset commit, until it says True."""
     if barrier not in _barriers:
         _barriers.append(barrier)
 
 
-async def barriers_pass(wait: bool = True) -> bool:
+async def barriers_pass() -> bool:
     """Whether every commit barrier lets offsets be committed now."""
     for barrier in _barriers:
-        if not await barrier(wait):
+        if not await barrier():
             return False
     return True
 
