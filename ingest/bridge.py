@@ -158,11 +158,10 @@ class Bridge:
         self._stopping = False
         self._generation = 0
         self._outstanding = 0
-        self._retrying = 0
-        # Per source (record key): failed records waiting for their retry, and the records
-        # received after them, held back until those go again (``_pump``).
+        # Per source (record key): failed records waiting for their retry, the timer that
+        # sends them again, and the records received after them, held back until then.
         self._retry: dict[bytes, list[_Item]] = {}
-        self._due: dict[bytes, int] = {}  # how many of those are due again
+        self._retry_timers: dict[bytes, asyncio.TimerHandle] = {}
         self._held: dict[bytes, list[_Item]] = {}
         self._received = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -239,14 +238,14 @@ class Bridge:
         # sends from now on is left unacknowledged and comes back on the next connect.
         quiet = 0
         while quiet < 2 and time.monotonic() < deadline:
-            if self._inbox or self._outstanding or self._retrying:
+            if self._inbox or self._outstanding or self._retry:
                 quiet = 0
                 with contextlib.suppress(KafkaError):
                     await self._producer.flush()
             else:
                 quiet += 1
             await asyncio.sleep(0.02)
-        if self._outstanding or self._inbox or self._retrying:
+        if self._outstanding or self._inbox or self._retry:
             log.warning(
                 "drain timed out; the rest stays unacknowledged and will be redelivered",
                 extra={
@@ -424,24 +423,24 @@ class Bridge:
             extra={"topic": rec.topic, "error": repr(exc), "retry_in_s": _RETRY_DELAY_S},
         )
         self.metrics.produce_retries.inc()
-        self._retrying += 1
         self._retry.setdefault(rec.key, []).append(item)
         assert self._loop is not None
-        self._loop.call_later(_RETRY_DELAY_S, self._retry_due, rec.key)
+        # The source's latest failure restarts its delay: all its failed records go again
+        # together, a full delay after the last one failed.
+        if (timer := self._retry_timers.get(rec.key)) is not None:
+            timer.cancel()
+        self._retry_timers[rec.key] = self._loop.call_later(
+            _RETRY_DELAY_S, self._retry_due, rec.key
+        )
 
     def _retry_due(self, key: bytes) -> None:
-        """One failed record's delay is over; once all of its source's are, they go first.
+        """Send a source's failed records again once its delay is over.
 
-        The source's failed records and those held behind them go back to the front of
-        the inbox in the order they were received.
+        They and the records held behind them go back to the front of the inbox, in the
+        order they were received.
         """
-        self._retrying -= 1
-        waiting = self._retry[key]
-        self._due[key] = self._due.get(key, 0) + 1
-        if self._due[key] < len(waiting):
-            return
-        del self._due[key], self._retry[key]
-        items = sorted([*waiting, *self._held.pop(key, [])], key=lambda i: i.seq)
+        del self._retry_timers[key]
+        items = sorted([*self._retry.pop(key), *self._held.pop(key, [])], key=lambda i: i.seq)
         self._inbox.extendleft(reversed(items))
         assert self._wake is not None
         self._wake.set()
