@@ -82,7 +82,7 @@ def test_statuses_the_broker_never_acknowledged_are_published_by_the_next_worker
         asyncio.run(produce_reports(settings, docs))
         tap.wait(lambda t: len(t.standing()) >= FAULTS, timeout_s=90)
         deadline = time.monotonic() + 60
-        while (held := _gauge(port, "cityfix_streams_commits_held_total") or 0) < 2:
+        while (_gauge(port, "cityfix_streams_commits_held_total") or 0) < 2:
             assert worker.alive(), worker.log()
             assert time.monotonic() < deadline, f"no commit held back\n{worker.log()}"
             time.sleep(0.5)
@@ -108,7 +108,6 @@ def test_statuses_the_broker_never_acknowledged_are_published_by_the_next_worker
                 break
             assert time.monotonic() < deadline, f"offsets {done} not past {before}"
             time.sleep(0.5)
-        assert held >= 2
     finally:
         worker.stop()
         asyncio.run(_delete_app_topics(settings, app_id))
