@@ -8,7 +8,7 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 
 from core.settings import DispatchSettings
-from dispatch import solver
+from dispatch import _schedule, solver
 from dispatch.model import Crew, Job, Problem, TimeWindow
 from dispatch.solver import _PARTS_MIN_CREWS, solve
 from tests.unit.dispatch.factories import matrix
@@ -55,3 +55,20 @@ def test_prepare_starts_the_helper_only_when_solves_would_use_one() -> None:
         pool.shutdown(wait=True)
     assert none_for_one
     assert helper not in (worker, os.getpid())
+
+
+def test_a_problem_sent_ahead_is_held_by_the_helper_for_the_parts() -> None:
+    """Parts submitted without the problem find it, under the key it was sent with."""
+    problem = parted_problem()
+    settings = DispatchSettings(time_limit_s=0.6, search_processes=2)
+    elig = _schedule.eligibility(problem)
+    pool = solver._helper()
+    key = solver._send_ahead(pool, problem, elig, settings)
+    assert key is not None
+    group = list(range(4))
+    before: list[list[str]] = [[] for _ in group]
+    part = (group, ["j0", "j1", "j2"], before, 0.05)
+    held = pool.submit(solver._helper_part, key, None, *part).result(timeout=60)
+    assert held is not None and sorted(j for r in held for j in r) == ["j0", "j1", "j2"]
+    # Another solve's key: the helper does not hold that problem and answers nothing.
+    assert pool.submit(solver._helper_part, "other", None, *part).result(timeout=60) is None
