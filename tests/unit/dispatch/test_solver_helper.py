@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
+
+import pytest
 
 from core.settings import DispatchSettings
 from dispatch import _schedule, solver
@@ -14,9 +17,10 @@ from dispatch.solver import _PARTS_MIN_CREWS, solve
 from tests.unit.dispatch.factories import matrix
 
 
-def parted_problem() -> Problem:
+def parted_problem(places: int = 0) -> Problem:
+    """20 jobs and enough crews for parts; ``places`` more locations nobody visits."""
     crews = _PARTS_MIN_CREWS + 1
-    points = [(100.0 * i, 50.0 * (i % 3)) for i in range(20 + crews)]
+    points = [(100.0 * i, 50.0 * (i % 3)) for i in range(20 + crews + places)]
     jobs = [Job(f"j{i}", location=i, service_s=60) for i in range(20)]
     team = [Crew(f"c{k}", start=20 + k, shift=TimeWindow(0, 8 * 3600)) for k in range(crews)]
     return Problem(jobs=tuple(jobs), crews=tuple(team), durations=matrix(points))
@@ -72,3 +76,35 @@ def test_a_problem_sent_ahead_is_held_by_the_helper_for_the_parts() -> None:
     assert held is not None and sorted(j for r in held for j in r) == ["j0", "j1", "j2"]
     # Another solve's key: the helper does not hold that problem and answers nothing.
     assert pool.submit(solver._helper_part, "other", None, *part).result(timeout=60) is None
+
+
+def test_a_problem_sent_ahead_arrives_while_its_cached_properties_fill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The solve goes on with the problem (its cached lookups fill) as it travels.
+
+    Pickled by the pool's own thread, the problem changed under the pickler and never
+    arrived, and every part of that solve came back empty.
+    """
+    settings = DispatchSettings(time_limit_s=0.6, search_processes=2)
+    pool = solver._helper()
+    monkeypatch.setattr(solver, "_HAND_OFF_S", 0.0)  # go on at once, as a solve may
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the pool's threads run between any two of ours
+    try:
+        for round_ in range(5):
+            problem = parted_problem(places=400)  # big enough to take a while to pickle
+            elig = _schedule.eligibility(problem)
+            key = solver._send_ahead(pool, problem, elig, settings)
+            for name in ("_jobs_by_id", "_crews_by_id", "pinned_to", "matrix"):
+                problem.__dict__.pop(name, None)
+            for _ in range(2000):  # what a solve does meanwhile: fill them again
+                problem.job("j0")
+                problem.crew("c0")
+                problem.__dict__.pop("_jobs_by_id")
+                problem.__dict__.pop("_crews_by_id")
+            part = ([0, 1], ["j0", "j1"], [[], []], 0.05)
+            held = pool.submit(solver._helper_part, key, None, *part).result(timeout=60)
+            assert held is not None, f"round {round_}: the helper never got the problem"
+    finally:
+        sys.setswitchinterval(switch)
