@@ -89,7 +89,9 @@ unassigned job, so both gains add up. 500x60 at 2 s: +8.1 % -> +3.6 to +6.5 %; 2
 The problem goes to the helper as the solve starts, and this process pauses 2 ms after
 each submission so the part actually leaves before its own search takes the GIL
 (``_hand_off``). Over sixteen paired runs at 2 s this took 500x60 from +3.9 % to +2.7 %;
-200x30 went from +1.8/+0.4 % to +2.6/+0.8 % (two instances), within their noise.
+200x30 went from +1.8/+0.4 % to +2.6/+0.8 % (two instances), within their noise. (In
+those runs the problem still reached the helper only in about two solves of three; see
+``_packed``.)
 
 A previous plan warm-starts the search (``ReadAssignmentFromRoutes`` +
 ``SolveFromAssignmentWithParameters``); if its routes no longer fit the problem the search
