@@ -22,6 +22,13 @@ harmless, as every consumer of these topics is idempotent (``streams.engine``). 
 behaviour on compacted topics is Faust's own, except that the record being fetched is
 no longer counted as done before a stream has acknowledged it.
 
+A repair's seek races with the records Faust fetched before it: its fetch loop goes on
+through them after the seek, and each moves its read offset on, so the record the seek
+was for came back below that offset and was dropped as old again. Until the record at
+the seek's offset comes, the records of that partition are therefore dropped as they
+come out of the fetch (``_fresh``): they were fetched before the seek, and come again
+after that record.
+
 Commit barriers (``add_commit_barrier``) hold commits back behind outputs that do not go
 through Kafka's producer, which Faust flushes before every commit by itself: each barrier
 is awaited before offsets are committed, again and again while one says no (each waits a
@@ -39,7 +46,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import faust
@@ -51,6 +58,8 @@ _log = logging.getLogger(__name__)
 _contiguous: set[str] = set()
 _barriers: list[Callable[[], Awaitable[bool]]] = []
 _stalled_since: dict[TP, float] = {}
+# Partition -> (offset a repair sought to, until when its records from before are dropped).
+_reread: dict[TP, tuple[int, float]] = {}
 _installed = False
 
 
@@ -65,6 +74,7 @@ def install(app: faust.App, contiguous_topics: Iterable[str], hole_repair_s: flo
     original_add_gap = Consumer._add_gap
     original_new_offset = Consumer._new_offset
     original_commit_offsets = Consumer._commit_offsets
+    original_getmany = Consumer.getmany
 
     async def _add_gap(self: Consumer, tp: TP, offset_from: int, offset_to: int) -> None:
         # ``offset_to`` is the record being fetched: done only once a stream acks it.
@@ -90,14 +100,24 @@ def install(app: faust.App, contiguous_topics: Iterable[str], hole_repair_s: flo
                 # from the offsets committed before, so nothing is skipped.
                 return False
 
+    def getmany(self: Consumer, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        return _fresh(original_getmany(self, timeout))
+
     Consumer._add_gap = _add_gap  # type: ignore[method-assign]
+    Consumer.getmany = getmany  # type: ignore[method-assign]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's type fits no handler
+    async def forget_rereads(sender: Any, *args: Any, **kwargs: Any) -> None:
+        # Every partition kept or given is sought to its committed offset anew.
+        _reread.clear()
 
     @app.timer(interval=max(0.5, hole_repair_s / 2))
     async def repair_holes() -> None:
         if app.rebalancing:  # the assignment is changing: every partition is sought anew
             _stalled_since.clear()
+            _reread.clear()
             return
         await _repair(app.consumer, hole_repair_s)
 
@@ -127,6 +147,21 @@ async def barriers_pass() -> bool:
     return True
 
 
+async def _fresh(records: AsyncIterator[tuple[TP, Any]]) -> AsyncIterator[tuple[TP, Any]]:
+    """``records`` without those fetched before a repair's seek (see the module docstring).
+
+    A partition a repair sought to offset *n* yields nothing until its record *n*, or
+    until the wait is over (the record may be gone: retention deletes from the start).
+    """
+    async for tp, message in records:
+        if _reread and tp in _reread:
+            offset, until = _reread[tp]
+            if message.offset != offset and time.monotonic() < until:
+                continue
+            del _reread[tp]
+        yield tp, message
+
+
 def head_hole(consumer: Any, tp: TP) -> tuple[int, int] | None:
     """``(committed, first acked)`` if the committed record is unacked but later ones are."""
     acked = consumer._acked.get(tp)
@@ -146,6 +181,9 @@ async def _repair(consumer: Any, hole_repair_s: float) -> None:
     for tp in list(_stalled_since):
         if tp not in holes:
             del _stalled_since[tp]
+    for tp in list(_reread):
+        if tp not in holes:
+            del _reread[tp]
     for tp, (committed, first) in holes.items():
         since = _stalled_since.setdefault(tp, now)
         if now - since < hole_repair_s:
@@ -159,7 +197,10 @@ async def _repair(consumer: Any, hole_repair_s: float) -> None:
             extra={"topic": tp.topic, "partition": tp.partition},
         )
         _stalled_since[tp] = now
+        # Set before the seek: the fetch loop goes on while it is awaited.
+        _reread[tp] = (committed, now + 2 * hole_repair_s)
         try:
             await consumer.seek(tp, committed)
         except Exception as exc:  # revoked meanwhile: its next owner reads it from there
+            _reread.pop(tp, None)
             _log.warning("could not read %s again: %r", tp, exc)

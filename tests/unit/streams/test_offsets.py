@@ -217,3 +217,70 @@ def test_without_barriers_offsets_are_committed_as_faust_would(barriers):
     c = Committing()
     assert asyncio.run(Consumer._commit_offsets(c, {RAW: 3}))
     assert c.committed == [{RAW: 3}]
+
+
+def fetched(*records: tuple[TP, int]):
+    """Records as Faust's ``getmany`` yields them: ``(tp, message)``."""
+
+    async def gen():
+        for tp, offset in records:
+            yield tp, SimpleNamespace(offset=offset)
+
+    return gen()
+
+
+def after_repair(*records: tuple[TP, int]) -> list[tuple[TP, int]]:
+    async def run() -> list[tuple[TP, int]]:
+        return [(tp, m.offset) async for tp, m in offsets._fresh(fetched(*records))]
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def rereads():
+    offsets._reread.clear()
+    yield offsets._reread
+    offsets._reread.clear()
+
+
+def test_records_fetched_before_a_repairs_seek_are_dropped_until_its_record(
+    monkeypatch, rereads
+):
+    monkeypatch.setattr(offsets.time, "monotonic", lambda: 100.0)
+    other = TP("raw.reports", 1)
+    c = Bookkeeping({RAW: 10}, {RAW: [11, 12]})
+    offsets._stalled_since[RAW] = 90.0
+    asyncio.run(offsets._repair(c, 2.0))
+    assert c.seeks == [(RAW, 10)]
+    # 13 and 14 were fetched before the seek: processed, they moved Faust's read offset
+    # past 10, and 10 was dropped as old when it came again
+    got = after_repair((RAW, 13), (other, 7), (RAW, 14), (RAW, 10), (RAW, 11), (RAW, 12))
+    assert got == [(other, 7), (RAW, 10), (RAW, 11), (RAW, 12)]
+    assert not rereads
+    # later fetches go through untouched
+    assert after_repair((RAW, 13), (RAW, 14)) == [(RAW, 13), (RAW, 14)]
+
+
+def test_a_partition_whose_sought_record_is_gone_is_read_again_after_the_wait(
+    monkeypatch, rereads
+):
+    clock = [100.0]
+    monkeypatch.setattr(offsets.time, "monotonic", lambda: clock[0])
+    rereads[RAW] = (10, 104.0)
+    assert after_repair((RAW, 12)) == []
+    clock[0] = 104.5  # retention deleted 10 and 11: the fetch starts at 12
+    assert after_repair((RAW, 12), (RAW, 13)) == [(RAW, 12), (RAW, 13)]
+    assert not rereads
+
+
+def test_a_failed_seek_drops_nothing(monkeypatch, rereads):
+    monkeypatch.setattr(offsets.time, "monotonic", lambda: 100.0)
+    c = Bookkeeping({RAW: 10}, {RAW: [11]})
+
+    async def seek(tp: TP, offset: int) -> None:
+        raise RuntimeError("no current assignment")
+
+    c.seek = seek  # type: ignore[method-assign]
+    asyncio.run(offsets._repair(c, 0.0))
+    assert not rereads
+    assert after_repair((RAW, 12)) == [(RAW, 12)]
