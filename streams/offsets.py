@@ -24,10 +24,15 @@ no longer counted as done before a stream has acknowledged it.
 
 A repair's seek races with the records Faust fetched before it: its fetch loop goes on
 through them after the seek, and each moves its read offset on, so the record the seek
-was for came back below that offset and was dropped as old again. Until the record at
-the seek's offset comes, the records of that partition are therefore dropped as they
-come out of the fetch (``_fresh``): they were fetched before the seek, and come again
-after that record.
+was for came back below that offset and was dropped as old again. So until the record
+at the seek's offset comes, the records of that partition are dropped as they come out
+of the fetch (``_fresh``): they were fetched before the seek, and come again after that
+record. The record the loop was handling when the repair ran also sets the read offset
+once it is done; ``_fresh`` puts the seek's offset back right after. Records are
+dropped for at most twice ``hole_repair_s`` after a seek, and the same committed offset
+is sought again only after ten times ``hole_repair_s``: the record may be gone
+(retention deletes from the start), and then the hole stays, as it did before, holding
+the partition's commits, while its records are still processed.
 
 Commit barriers (``add_commit_barrier``) hold commits back behind outputs that do not go
 through Kafka's producer, which Faust flushes before every commit by itself: each barrier
@@ -60,6 +65,10 @@ _barriers: list[Callable[[], Awaitable[bool]]] = []
 _stalled_since: dict[TP, float] = {}
 # Partition -> (offset a repair sought to, until when its records from before are dropped).
 _reread: dict[TP, tuple[int, float]] = {}
+# Partition -> (committed offset a repair last sought it to, when). The same offset is
+# sought again only after ``_RESEEK_AFTER`` repair waits.
+_sought: dict[TP, tuple[int, float]] = {}
+_RESEEK_AFTER = 10
 _installed = False
 
 
@@ -101,7 +110,7 @@ def install(app: faust.App, contiguous_topics: Iterable[str], hole_repair_s: flo
                 return False
 
     def getmany(self: Consumer, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
-        return _fresh(original_getmany(self, timeout))
+        return _fresh(self, original_getmany(self, timeout))
 
     Consumer._add_gap = _add_gap  # type: ignore[method-assign]
     Consumer.getmany = getmany  # type: ignore[method-assign]
@@ -112,12 +121,14 @@ def install(app: faust.App, contiguous_topics: Iterable[str], hole_repair_s: flo
     async def forget_rereads(sender: Any, *args: Any, **kwargs: Any) -> None:
         # Every partition kept or given is sought to its committed offset anew.
         _reread.clear()
+        _sought.clear()
 
     @app.timer(interval=max(0.5, hole_repair_s / 2))
     async def repair_holes() -> None:
         if app.rebalancing:  # the assignment is changing: every partition is sought anew
             _stalled_since.clear()
             _reread.clear()
+            _sought.clear()
             return
         await _repair(app.consumer, hole_repair_s)
 
@@ -147,11 +158,15 @@ async def barriers_pass() -> bool:
     return True
 
 
-async def _fresh(records: AsyncIterator[tuple[TP, Any]]) -> AsyncIterator[tuple[TP, Any]]:
+async def _fresh(
+    consumer: Any, records: AsyncIterator[tuple[TP, Any]]
+) -> AsyncIterator[tuple[TP, Any]]:
     """``records`` without those fetched before a repair's seek (see the module docstring).
 
     A partition a repair sought to offset *n* yields nothing until its record *n*, or
-    until the wait is over (the record may be gone: retention deletes from the start).
+    until the wait is over. A seek made while a record of its partition was out (the
+    repair runs while Faust's fetch loop awaits that record's handling) gets its read
+    offset back once the loop asks for the next record: the loop set it to that record's.
     """
     async for tp, message in records:
         if _reread and tp in _reread:
@@ -159,7 +174,12 @@ async def _fresh(records: AsyncIterator[tuple[TP, Any]]) -> AsyncIterator[tuple[
             if message.offset != offset and time.monotonic() < until:
                 continue
             del _reread[tp]
+        before = _reread.get(tp)
         yield tp, message
+        if _reread:
+            after = _reread.get(tp)
+            if after is not None and after is not before:
+                consumer._read_offset[tp] = after[0] or None  # as Faust's own seek sets it
 
 
 def head_hole(consumer: Any, tp: TP) -> tuple[int, int] | None:
@@ -184,10 +204,18 @@ async def _repair(consumer: Any, hole_repair_s: float) -> None:
     for tp in list(_reread):
         if tp not in holes:
             del _reread[tp]
+    for tp in list(_sought):
+        if tp not in holes:
+            del _sought[tp]
+    wait_again = _RESEEK_AFTER * hole_repair_s
     for tp, (committed, first) in holes.items():
         since = _stalled_since.setdefault(tp, now)
         if now - since < hole_repair_s:
             continue
+        _stalled_since[tp] = now
+        last = _sought.get(tp)
+        if last is not None and last[0] == committed and now - last[1] < wait_again:
+            continue  # sought already: the record is on its way, or gone (see _fresh)
         _log.warning(
             "records %d..%d of %s were skipped: reading the partition again from %d",
             committed,
@@ -196,11 +224,11 @@ async def _repair(consumer: Any, hole_repair_s: float) -> None:
             committed,
             extra={"topic": tp.topic, "partition": tp.partition},
         )
-        _stalled_since[tp] = now
-        # Set before the seek: the fetch loop goes on while it is awaited.
         _reread[tp] = (committed, now + 2 * hole_repair_s)
         try:
             await consumer.seek(tp, committed)
         except Exception as exc:  # revoked meanwhile: its next owner reads it from there
             _reread.pop(tp, None)
             _log.warning("could not read %s again: %r", tp, exc)
+        else:
+            _sought[tp] = (committed, now)

@@ -26,6 +26,7 @@ class Bookkeeping:
         self._acked = defaultdict(list, {tp: list(v) for tp, v in acked.items()})
         self._acked_index = defaultdict(set, {tp: set(v) for tp, v in acked.items()})
         self._gap = defaultdict(IntervalTree)
+        self._read_offset: dict[TP, int | None] = {}
         self.seeks: list[tuple[TP, int]] = []
 
     def assignment(self) -> set[TP]:
@@ -40,6 +41,8 @@ def contiguous():
     before = set(offsets._contiguous)
     offsets.install(app, {RAW.topic}, 2.0)
     offsets._stalled_since.clear()
+    offsets._reread.clear()
+    offsets._sought.clear()
     yield
     offsets._contiguous.clear()
     offsets._contiguous.update(before)
@@ -229,23 +232,30 @@ def fetched(*records: tuple[TP, int]):
     return gen()
 
 
-def after_repair(*records: tuple[TP, int]) -> list[tuple[TP, int]]:
+def after_repair(c: Bookkeeping, *records: tuple[TP, int]) -> list[tuple[TP, int]]:
     async def run() -> list[tuple[TP, int]]:
-        return [(tp, m.offset) async for tp, m in offsets._fresh(fetched(*records))]
+        return [(tp, m.offset) async for tp, m in offsets._fresh(c, fetched(*records))]
 
     return asyncio.run(run())
 
 
-@pytest.fixture
-def rereads():
-    offsets._reread.clear()
-    yield offsets._reread
-    offsets._reread.clear()
+async def drain(c: Bookkeeping, records, on_message) -> list[tuple[TP, int]]:
+    """Faust's fetch loop (``Consumer._drain_messages``): what it hands to the streams.
+
+    A record below the partition's read offset is dropped as old; the read offset moves
+    to each record once its handling (``on_message``, where timers may run) is done.
+    """
+    handled = []
+    async for tp, message in offsets._fresh(c, records):
+        r_offset = c._read_offset.get(tp)
+        if r_offset is None or message.offset >= r_offset:
+            await on_message(tp, message)
+            handled.append((tp, message.offset))
+            c._read_offset[tp] = message.offset
+    return handled
 
 
-def test_records_fetched_before_a_repairs_seek_are_dropped_until_its_record(
-    monkeypatch, rereads
-):
+def test_records_fetched_before_a_repairs_seek_are_dropped_until_its_record(monkeypatch):
     monkeypatch.setattr(offsets.time, "monotonic", lambda: 100.0)
     other = TP("raw.reports", 1)
     c = Bookkeeping({RAW: 10}, {RAW: [11, 12]})
@@ -254,33 +264,70 @@ def test_records_fetched_before_a_repairs_seek_are_dropped_until_its_record(
     assert c.seeks == [(RAW, 10)]
     # 13 and 14 were fetched before the seek: processed, they moved Faust's read offset
     # past 10, and 10 was dropped as old when it came again
-    got = after_repair((RAW, 13), (other, 7), (RAW, 14), (RAW, 10), (RAW, 11), (RAW, 12))
+    got = after_repair(c, (RAW, 13), (other, 7), (RAW, 14), (RAW, 10), (RAW, 11), (RAW, 12))
     assert got == [(other, 7), (RAW, 10), (RAW, 11), (RAW, 12)]
-    assert not rereads
+    assert not offsets._reread
     # later fetches go through untouched
-    assert after_repair((RAW, 13), (RAW, 14)) == [(RAW, 13), (RAW, 14)]
+    assert after_repair(c, (RAW, 13), (RAW, 14)) == [(RAW, 13), (RAW, 14)]
 
 
-def test_a_partition_whose_sought_record_is_gone_is_read_again_after_the_wait(
-    monkeypatch, rereads
-):
+def test_a_repair_while_a_record_is_being_handled_still_gets_its_record(monkeypatch):
+    """The repair timer runs while the fetch loop awaits the handling of record 13."""
+    monkeypatch.setattr(offsets.time, "monotonic", lambda: 100.0)
+    c = Bookkeeping({RAW: 10}, {RAW: [11, 12]})
+    c._read_offset = {RAW: 12}
+
+    async def seek(tp: TP, offset: int) -> None:  # Faust's seek: the read offset too
+        c.seeks.append((tp, offset))
+        c._read_offset[tp] = offset
+
+    c.seek = seek  # type: ignore[method-assign]
+    offsets._stalled_since[RAW] = 90.0
+
+    async def on_message(tp: TP, message) -> None:
+        if message.offset == 13:
+            await offsets._repair(c, 2.0)
+
+    async def run():
+        # the batch in hand (13, 14), then the fetch from the seek on (10..14)
+        first = await drain(c, fetched((RAW, 13), (RAW, 14)), on_message)
+        second = await drain(c, fetched(*((RAW, o) for o in range(10, 15))), on_message)
+        return first + second
+
+    handled = asyncio.run(run())
+    assert c.seeks == [(RAW, 10)]
+    assert handled == [(RAW, 13), (RAW, 10), (RAW, 11), (RAW, 12), (RAW, 13), (RAW, 14)]
+
+
+def test_a_partition_whose_sought_record_is_gone_is_read_after_the_wait(monkeypatch):
     clock = [100.0]
     monkeypatch.setattr(offsets.time, "monotonic", lambda: clock[0])
-    rereads[RAW] = (10, 104.0)
-    assert after_repair((RAW, 12)) == []
+    c = Bookkeeping({RAW: 10}, {RAW: [11]})
+    offsets._stalled_since[RAW] = 90.0
+    asyncio.run(offsets._repair(c, 2.0))
+    assert after_repair(c, (RAW, 12)) == []
     clock[0] = 104.5  # retention deleted 10 and 11: the fetch starts at 12
-    assert after_repair((RAW, 12), (RAW, 13)) == [(RAW, 12), (RAW, 13)]
-    assert not rereads
+    assert after_repair(c, (RAW, 12), (RAW, 13)) == [(RAW, 12), (RAW, 13)]
+    # the hole stays: the repairs that follow do not seek and drop records again soon
+    for _ in range(5):
+        clock[0] += 2.5
+        asyncio.run(offsets._repair(c, 2.0))
+    assert c.seeks == [(RAW, 10)]
+    assert after_repair(c, (RAW, 14)) == [(RAW, 14)]
+    clock[0] += 10.0  # ... but after ten waits, in case the record did come back
+    asyncio.run(offsets._repair(c, 2.0))
+    assert c.seeks == [(RAW, 10), (RAW, 10)]
 
 
-def test_a_failed_seek_drops_nothing(monkeypatch, rereads):
+def test_a_failed_seek_drops_nothing(monkeypatch):
     monkeypatch.setattr(offsets.time, "monotonic", lambda: 100.0)
     c = Bookkeeping({RAW: 10}, {RAW: [11]})
+    offsets._stalled_since[RAW] = 90.0
 
     async def seek(tp: TP, offset: int) -> None:
         raise RuntimeError("no current assignment")
 
     c.seek = seek  # type: ignore[method-assign]
-    asyncio.run(offsets._repair(c, 0.0))
-    assert not rereads
-    assert after_repair((RAW, 12)) == [(RAW, 12)]
+    asyncio.run(offsets._repair(c, 2.0))
+    assert not offsets._reread
+    assert after_repair(c, (RAW, 12)) == [(RAW, 12)]
