@@ -87,7 +87,7 @@ re-plans one part while this process re-plans others; the two never share a crew
 unassigned job, so both gains add up. 500x60 at 2 s: +8.1 % -> +3.6 to +6.5 %; 200x30:
 +3.7 % -> +3.4 %. OR-Tools holds the GIL while it searches, so a thread would not do.
 The problem goes to the helper as the solve starts, and this process pauses 2 ms after
-each submission so the part actually leaves before its own search takes the GIL
+each submission so the part usually leaves before its own search takes the GIL
 (``_hand_off``). Over sixteen paired runs at 2 s this took 500x60 from +3.9 % to +2.7 %;
 200x30 went from +1.8/+0.4 % to +2.6/+0.8 % (two instances), within their noise. (In
 those runs the problem still reached the helper only in about two solves of three; see
@@ -534,13 +534,13 @@ def _helper_part(
     """``_solve_part`` in the helper process on the problem of solve ``key``.
 
     The problem comes ahead of the parts (``_send_ahead``) or with the first one (``load``,
-    from ``_packed``).
+    from ``_packed``); ``LookupError`` if it did not come.
     """
     global _held
     if load is not None:
         _held = (key, *pickle.loads(load))  # noqa: S301  # from this solver's own process
     if _held is None or _held[0] != key:
-        return None
+        raise LookupError(f"the helper does not hold the problem of solve {key}")
     _, problem, elig, settings = _held
     return _solve_part(problem, elig, settings, group, jobs, before, time_s, ruin_seed)
 
@@ -606,7 +606,8 @@ def _send_ahead(
     key = uuid.uuid4().hex
     try:
         helper.submit(_helper_load, key, _packed(problem, elig, settings))
-    except RuntimeError as exc:  # a broken or shut-down pool: parts find out and go on
+    except Exception as exc:  # a broken pool, or a problem that does not pickle: parts
+        # send it with the first one, and a helper that cannot take it is dropped then
         log.warning("part helper unavailable: %r", exc)
         return None
     _hand_off()
@@ -716,7 +717,7 @@ def _improve_in_parts(
 
     def collect(wait_s: float, last: bool = False) -> None:
         """Take the helper's part if it is back within ``wait_s`` (``last``: or drop it)."""
-        nonlocal pending, better, helper
+        nonlocal pending, better, helper, loaded
         if pending is None:
             return
         future, group = pending
@@ -727,6 +728,10 @@ def _improve_in_parts(
                 return
             log.warning("part helper late; its part is dropped")
             future.cancel()
+            after = None
+        except LookupError as exc:  # the problem never reached it: send it with the next part
+            log.warning("part helper without the problem: %r; sending it again", exc)
+            loaded = False
             after = None
         except Exception as exc:  # a broken helper must not lose the plan
             log.warning("part helper failed: %r; parts go on here", exc)
@@ -744,8 +749,8 @@ def _improve_in_parts(
             taken = parts.take()
             if taken is not None:
                 group, jobs, before, ruin_seed = taken
-                load = None if loaded else _packed(problem, elig, settings)
                 try:
+                    load = None if loaded else _packed(problem, elig, settings)
                     future = helper.submit(
                         _helper_part,
                         key,
@@ -756,7 +761,7 @@ def _improve_in_parts(
                         min(_PART_TIME_S, left),
                         ruin_seed,
                     )
-                except RuntimeError as exc:  # a broken or shut-down pool
+                except Exception as exc:  # a broken or shut-down pool, or no pickle
                     log.warning("part helper unavailable: %r", exc)
                     _drop_helper(helper)
                     helper = None

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
@@ -74,8 +75,34 @@ def test_a_problem_sent_ahead_is_held_by_the_helper_for_the_parts() -> None:
     part = (group, ["j0", "j1", "j2"], before, 0.05)
     held = pool.submit(solver._helper_part, key, None, *part).result(timeout=60)
     assert held is not None and sorted(j for r in held for j in r) == ["j0", "j1", "j2"]
-    # Another solve's key: the helper does not hold that problem and answers nothing.
-    assert pool.submit(solver._helper_part, "other", None, *part).result(timeout=60) is None
+    # Another solve's key: the helper does not hold that problem and says so.
+    with pytest.raises(LookupError):
+        pool.submit(solver._helper_part, "other", None, *part).result(timeout=60)
+
+
+def test_parts_send_the_problem_again_when_the_helper_lacks_it() -> None:
+    """A key the helper never got: its first part says so, and the next one brings it."""
+    problem = parted_problem()
+    settings = DispatchSettings(time_limit_s=0.6, search_processes=2)
+    elig = _schedule.eligibility(problem)
+    pool = solver._helper()
+    seen: list[bool] = []
+    submit = pool.submit
+
+    def recording(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if fn is solver._helper_part:
+            seen.append(args[1] is not None)  # whether the part brings the problem
+        return submit(fn, *args, **kwargs)
+
+    pool.submit = recording  # type: ignore[method-assign]
+    try:
+        routes: list[list[str]] = [[] for _ in problem.crews]
+        deadline = time.monotonic() + 0.5
+        solver._improve_in_parts(problem, elig, settings, routes, deadline, pool, "never-sent")
+    finally:
+        del pool.submit
+    assert seen[0] is False and True in seen
+    assert solver._helpers is pool  # not dropped for it
 
 
 def test_a_problem_sent_ahead_arrives_while_its_cached_properties_fill(
