@@ -426,35 +426,24 @@ class Dispatcher:
         # A crew that went off duty while the solver worked is not sent this plan (an empty
         # one if it had stops): the status that took it off has asked for the next plan,
         # which gives its jobs to others.
-        gone = {c for c in outcome.assignments if self.world.off_duty(c)}
+        kept = {c: a for c, a in outcome.assignments.items() if not self.world.off_duty(c)}
+        gone = outcome.assignments.keys() - kept.keys()
         changed = [
             a
-            for crew_id, a in outcome.assignments.items()
-            if crew_id not in gone
-            and (first or not world.same_stops(self.published.get(crew_id), a))
+            for crew_id, a in kept.items()
+            if first or not world.same_stops(self.published.get(crew_id), a)
         ]
         # Crews this world knows and left out (off shift, stood down, shift over) get an
         # empty plan; crews outside this city's graph belong to another dispatcher, unless
         # this plan gives one of their stops to a crew of its own (the crew drove out of
         # the graph): a job is never on two crews' plans.
-        drafted = {c.crew_id for c in draft.crews}
-        planned = set(outcome.crew_ids)
-        taken = {
-            s.incident_id
-            for crew_id, a in outcome.assignments.items()
-            if crew_id not in gone
-            for s in a.stops
-        }
+        drafted = {c.crew_id for c in draft.crews} - gone
+        planned = set(outcome.crew_ids) - gone
+        taken = {s.incident_id for a in kept.values() for s in a.stops}
         for crew_id, old in sorted(self.published.items()):
-            if not old.stops or crew_id not in self.world.crews:
+            if not old.stops or crew_id in planned or crew_id not in self.world.crews:
                 continue
-            if crew_id in planned and crew_id not in gone:
-                continue
-            if (
-                crew_id in drafted
-                and crew_id not in gone
-                and taken.isdisjoint(s.incident_id for s in old.stops)
-            ):
+            if crew_id in drafted and taken.isdisjoint(s.incident_id for s in old.stops):
                 continue
             where = self.world.crew_position(crew_id)
             lonlat = (where[1], where[0]) if where else old.route.coordinates[0]

@@ -218,6 +218,15 @@ class CrewView:
         return not back
 
     @property
+    def off_duty(self) -> bool:
+        """Whether the crew cannot be given work now.
+
+        Its last status is unavailable or off shift, or a dispatcher stood it down.
+        """
+        st = self.status
+        return (st is not None and st.status in _OFF_DUTY) or self.stood_down
+
+    @property
     def last_heard(self) -> datetime | None:
         """The time of the crew's latest status or position."""
         times = [m.at for m in (self.status, self.position) if m is not None]
@@ -348,15 +357,9 @@ class World:
         return None
 
     def off_duty(self, crew_id: str) -> bool:
-        """Whether a known crew cannot be given work now.
-
-        Its last status is unavailable or off shift, or a dispatcher stood it down.
-        """
+        """Whether a known crew cannot be given work now (``CrewView.off_duty``)."""
         view = self.crews.get(crew_id)
-        if view is None:
-            return False
-        st = view.status
-        return (st is not None and st.status in _OFF_DUTY) or view.stood_down
+        return view is not None and view.off_duty
 
     def crew_position(self, crew_id: str) -> tuple[float, float] | None:
         """The crew's last known (lat, lon)."""
@@ -450,7 +453,7 @@ class World:
         notes: list[str],
     ) -> CrewDraft | None:
         st = view.status
-        if st is None or st.status in _OFF_DUTY or view.stood_down:
+        if st is None or view.off_duty:
             return None
         pinned = heading = None
         if st.incident_id in incidents:
