@@ -92,7 +92,7 @@ class _Item:
         topic: str,
         generation: int,
         outcome: Record | Rejected,
-        seq: int = 0,
+        seq: int,
     ) -> None:
         self.seq = seq  # the order of receipt
         self.mid = msg.mid
