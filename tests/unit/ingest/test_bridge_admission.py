@@ -41,7 +41,6 @@ async def test_qos0_beyond_the_limit_is_dropped_and_counted_and_qos1_is_always_t
     assert [item.qos for item in bridge._inbox][-1] == 1
 
 
-
 class Producer:
     """aiokafka's ``send`` as the bridge sees it, recording what Kafka took, in order.
 
